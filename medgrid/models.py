@@ -1,0 +1,136 @@
+"""Model registry: name -> constructor(in_channels, n_classes, size).
+
+Every model takes images in [0, 1] and normalises them itself (per-task channel mean and
+std, stored as buffers in the checkpoint), so attacks and epsilons live in pixel space.
+Every model exposes ``features(x)`` (the penultimate representation, used for robust-dataset
+construction) and ``head`` (the final linear layer).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from medgrid.errors import UserError
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; the statistics are buffers so they travel with the weights."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, channels, 1, 1), 0.5))
+        self.register_buffer("std", torch.full((1, channels, 1, 1), 0.5))
+
+    @torch.no_grad()
+    def fit(self, images_uint8: torch.Tensor) -> None:
+        """Set mean and std from a (N, C, H, W) uint8 training split."""
+        x = images_uint8.float().div_(255.0)
+        self.mean.copy_(x.mean(dim=(0, 2, 3)).view_as(self.mean))
+        self.std.copy_(x.std(dim=(0, 2, 3)).clamp_min(1e-3).view_as(self.std))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """normalise -> body (penultimate features) -> linear head."""
+
+    def __init__(self, in_channels: int, body: nn.Module, n_features: int, n_classes: int):
+        super().__init__()
+        self.normalize = Normalize(in_channels)
+        self.body = body
+        self.head = nn.Linear(n_features, n_classes)
+
+    def features(self, x):
+        return self.body(self.normalize(x))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _conv_block(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def cnn_small(in_channels: int, n_classes: int, size: int) -> Classifier:
+    """conv16-32-64 with pooling, then a 4x4 spatial pool so position stays visible; fast on a CPU."""
+    body = nn.Sequential(
+        _conv_block(in_channels, 16), nn.MaxPool2d(2),
+        _conv_block(16, 32), nn.MaxPool2d(2),
+        _conv_block(32, 64), nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(inplace=True),
+    )
+    return Classifier(in_channels, body, 128, n_classes)
+
+
+def resnet18(in_channels: int, n_classes: int, size: int) -> Classifier:
+    """torchvision's ResNet-18; small-image stem (3x3 stride-1 conv, no max-pool) at 28 and 64 px."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(num_classes=n_classes)
+    if size <= 64:
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    else:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    n_features = net.fc.in_features
+    net.fc = nn.Identity()
+    return Classifier(in_channels, net, n_features, n_classes)
+
+
+class _PreActBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class _PreActResNet18Body(nn.Module):
+    def __init__(self, in_channels: int, size: int):
+        super().__init__()
+        stride = 1 if size <= 64 else 2
+        self.stem = nn.Conv2d(in_channels, 64, 3, stride, 1, bias=False)
+        layers, cin = [], 64
+        for cout, s in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_PreActBlock(cin, cout, s), _PreActBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(512)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.layers(self.stem(x))))
+        return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+
+
+def preact_resnet18(in_channels: int, n_classes: int, size: int) -> Classifier:
+    """Pre-activation ResNet-18 (He et al. 2016), the usual adversarial-training baseline."""
+    return Classifier(in_channels, _PreActResNet18Body(in_channels, size), 512, n_classes)
+
+
+MODELS: dict[str, Callable[[int, int, int], Classifier]] = {
+    "cnn-small": cnn_small,
+    "resnet18": resnet18,
+    "preact-resnet18": preact_resnet18,
+}
+
+
+def build(arch: str, in_channels: int, n_classes: int, size: int) -> Classifier:
+    if arch not in MODELS:
+        raise UserError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}")
+    return MODELS[arch](in_channels, n_classes, size)

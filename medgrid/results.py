@@ -1,0 +1,131 @@
+"""The tidy results table: one row per measurement, validated on write and on read.
+
+Every cell of the grid writes its measurements in this one schema, so aggregation is
+a concatenation and every chart is a query over the same columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from medgrid.atomic import atomic_output
+from medgrid.errors import UserError
+
+# column -> pandas dtype, in the order the table is written
+SCHEMA: dict[str, str] = {
+    "task": "string",
+    "size": "int64",
+    "arch": "string",
+    "train_norm": "string",
+    "train_eps": "float64",
+    "seed": "int64",
+    "train_data": "string",
+    "eval_kind": "string",
+    "eval_norm": "string",
+    "eval_eps": "float64",
+    "corruption": "string",
+    "severity": "int64",
+    "metric": "string",
+    "value": "float64",
+    "n": "int64",
+}
+COLUMNS = list(SCHEMA)
+# the columns that identify a measurement; (KEY, value) is unique in a valid table
+KEY = [c for c in COLUMNS if c not in ("value", "n")]
+
+NORMS = ("none", "linf", "l2")
+TRAIN_DATA = ("original", "drand", "ddet", "drobust")
+EVAL_KINDS = ("clean", "pgd", "corruption", "features")
+
+# values of the evaluation columns that do not apply to a row
+NO_NORM = "none"
+NO_CORRUPTION = "none"
+
+
+def cell_columns(settings: Mapping) -> dict:
+    """The grid coordinates of a checkpoint's settings, as table columns."""
+    return {
+        "task": settings["task"],
+        "size": int(settings["size"]),
+        "arch": settings["arch"],
+        "train_norm": settings["norm"],
+        "train_eps": float(settings["eps"]),
+        "seed": int(settings["seed"]),
+        "train_data": settings.get("train_data", "original"),
+    }
+
+
+def make_row(cell: Mapping, *, eval_kind: str, metric: str, value: float, n: int,
+             eval_norm: str = NO_NORM, eval_eps: float = 0.0,
+             corruption: str = NO_CORRUPTION, severity: int = 0) -> dict:
+    """One measurement row; ``cell`` is the output of :func:`cell_columns`."""
+    return {**cell, "eval_kind": eval_kind, "eval_norm": eval_norm, "eval_eps": float(eval_eps),
+            "corruption": corruption, "severity": int(severity), "metric": metric,
+            "value": float(value), "n": int(n)}
+
+
+def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{source}: missing columns {missing}")
+    extra = [c for c in df.columns if c not in SCHEMA]
+    if extra:
+        raise UserError(f"{source}: unexpected columns {extra}")
+    out = df[COLUMNS].copy()
+    for col, dtype in SCHEMA.items():
+        if out[col].isna().any():
+            raise UserError(f"{source}: column {col!r} has missing values")
+        try:
+            out[col] = out[col].astype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{source}: column {col!r} is not {dtype}: {exc}") from None
+    for col, allowed in (("train_norm", NORMS), ("eval_norm", NORMS),
+                         ("train_data", TRAIN_DATA), ("eval_kind", EVAL_KINDS)):
+        bad = sorted(set(out[col]) - set(allowed))
+        if bad:
+            raise UserError(f"{source}: column {col!r} has unknown values {bad}; allowed: {list(allowed)}")
+    if (out["train_eps"] < 0).any() or (out["eval_eps"] < 0).any():
+        raise UserError(f"{source}: negative epsilon")
+    if (out["n"] < 0).any():
+        raise UserError(f"{source}: negative n")
+    dup = out.duplicated(KEY, keep=False)
+    if dup.any():
+        first = out[dup].iloc[0]
+        where = ", ".join(f"{k}={first[k]}" for k in KEY)
+        raise UserError(f"{source}: duplicate measurement rows ({int(dup.sum())}), e.g. {where}")
+    return out.reset_index(drop=True)
+
+
+def from_rows(rows: Iterable[Mapping], source: str = "table") -> pd.DataFrame:
+    return validate(pd.DataFrame(list(rows), columns=COLUMNS), source)
+
+
+def write_table(df: pd.DataFrame, path, csv: bool = False) -> pd.DataFrame:
+    """Validate and write ``df`` as Parquet (and CSV beside it when asked), atomically."""
+    path = Path(path)
+    df = validate(df, str(path))
+    targets = [(path, "parquet")]
+    if csv:
+        targets.append((path.with_suffix(".csv"), "csv"))
+    for target, fmt in targets:
+        with atomic_output(target) as tmp:
+            if fmt == "parquet":
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
+    return df
+
+
+def read_table(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"missing results table {path}")
+    try:
+        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise UserError(f"cannot read results table {path}: {exc}") from None
+    return validate(df, str(path))

@@ -1,0 +1,88 @@
+"""The tidy table: schema validation, atomic writes, aggregation and its seed intervals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from medgrid import aggregate, results
+from medgrid.errors import UserError
+
+
+def cell(seed=0, task="synthetic"):
+    return results.cell_columns({"task": task, "size": 28, "arch": "cnn-small", "norm": "linf",
+                                 "eps": 2 / 255, "seed": seed})
+
+
+def table(seed=0, value=0.9, task="synthetic"):
+    c = cell(seed, task)
+    return results.from_rows([
+        results.make_row(c, eval_kind="clean", metric="acc", value=value, n=100),
+        results.make_row(c, eval_kind="pgd", eval_norm="linf", eval_eps=1 / 255, metric="acc", value=value / 2, n=100),
+    ])
+
+
+def test_roundtrip_keeps_schema(tmp_path):
+    df = table()
+    results.write_table(df, tmp_path / "t.parquet", csv=True)
+    back = results.read_table(tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(back, df)
+    assert list(back.columns) == results.COLUMNS
+    assert list(results.read_table(tmp_path / "t.csv").columns) == results.COLUMNS
+    assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d.drop(columns="metric"), "missing columns"),
+    (lambda d: d.assign(extra=1), "unexpected columns"),
+    (lambda d: d.assign(eval_kind="weird"), "unknown values"),
+    (lambda d: d.assign(train_eps=-1.0), "negative epsilon"),
+    (lambda d: d.assign(value=np.nan), "missing values"),
+    (lambda d: d.assign(size="big"), "not int64"),
+    (lambda d: pd.concat([d, d]), "duplicate"),
+])
+def test_validation_errors(mutate, message):
+    with pytest.raises(UserError, match=message):
+        results.validate(mutate(table()))
+
+
+def test_unwritable_and_corrupt(tmp_path):
+    bad = tmp_path / "x.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="cannot read"):
+        results.read_table(bad)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot write"):
+        results.write_table(table(), blocker / "sub" / "t.parquet")
+
+
+def test_aggregate_concatenates_and_intervals_match_hand_computation(tmp_path):
+    values = [0.80, 0.86, 0.89]
+    paths = []
+    for seed, v in enumerate(values):
+        paths.append(tmp_path / f"s{seed}.parquet")
+        results.write_table(table(seed, v), paths[-1])
+    df = aggregate.aggregate(paths, tmp_path / "summary.parquet", expected=3)
+    assert len(df) == 6
+    assert (tmp_path / "summary.csv").exists()
+    seeds = pd.read_parquet(tmp_path / "summary_by_seed.parquet")
+    row = seeds[(seeds.eval_kind == "clean")].iloc[0]
+    mean, sd = np.mean(values), np.std(values, ddof=1)
+    half = stats.t.ppf(0.975, 2) * sd / np.sqrt(3)
+    assert row["n_seeds"] == 3 and row["mean"] == pytest.approx(mean)
+    assert row["std"] == pytest.approx(sd)
+    assert row["ci95_t_low"] == pytest.approx(mean - half) and row["ci95_t_high"] == pytest.approx(mean + half)
+
+
+def test_aggregate_refuses_duplicates_and_missing(tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    results.write_table(table(0), a)
+    results.write_table(table(0), b)
+    with pytest.raises(UserError, match="duplicate measurements.*a.parquet"):
+        aggregate.aggregate([a, b], tmp_path / "s.parquet")
+    with pytest.raises(UserError, match="missing cell tables.*nope"):
+        aggregate.aggregate([a, tmp_path / "nope.parquet"], tmp_path / "s.parquet")
+    with pytest.raises(UserError, match="expected 3"):
+        aggregate.aggregate([a], tmp_path / "s.parquet", expected=3)
+    assert not (tmp_path / "s.parquet").exists()
