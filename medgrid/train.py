@@ -1,0 +1,140 @@
+"""Standard and PGD adversarial training (Madry et al. 2018), best epoch by validation balanced accuracy."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from medgrid import __version__, attacks, data, metrics, models
+
+
+@dataclass
+class HParams:
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"          # sgd (momentum, nesterov) | adam
+    schedule: str = "cosine"        # cosine | step | constant
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    attack_steps: int = 7           # PGD steps per adversarial training batch
+    attack_step_size: float | None = None   # None: 2.5 * eps / attack_steps
+    stop_train_acc: float | None = None     # stop once an epoch's training accuracy reaches this
+
+    def alpha(self, eps: float) -> float:
+        if self.attack_step_size is not None:
+            return self.attack_step_size
+        return attacks.default_alpha(eps, self.attack_steps)
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same weights on CPU: Python, NumPy and torch RNGs plus deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _optimizer(model, hp: HParams):
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
+                               nesterov=hp.momentum > 0, weight_decay=hp.weight_decay)
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    raise ValueError(f"unknown optimizer {hp.optimizer!r}")
+
+
+def _lr_factor(hp: HParams, progress: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1) of the whole run."""
+    if hp.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if hp.schedule == "step":   # x0.1 at 50% and 75%, as in Madry's CIFAR runs
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    if hp.schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {hp.schedule!r}")
+
+
+@torch.no_grad()
+def predict(model, split: data.Split, batch_size: int = 1000, autocast: bool = False):
+    """(logits as float32, labels) for a whole split, model in eval mode."""
+    with attacks.eval_mode(model):
+        outs = []
+        for x, _ in data.iterate(split, batch_size):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                outs.append(model(x).float())
+    return torch.cat(outs), split.labels
+
+
+def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
+          device: str = "cpu", train_data: str = "original", progress: bool = True):
+    """Train one cell; returns (model with the best validation weights, settings dict for the checkpoint)."""
+    seed_everything(seed)
+    on_cuda = torch.device(device).type == "cuda"
+    model = models.build(arch, ds.info.n_channels, ds.info.n_classes, ds.size)
+    model.normalize.fit(ds.train.images.cpu())
+    model = model.to(device)
+    if on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, hp)
+    gen = torch.Generator(device=ds.train.images.device).manual_seed(seed)
+    attack_gen = torch.Generator(device=ds.train.images.device).manual_seed(seed + 1)
+    steps_per_epoch = math.ceil(len(ds.train) / hp.batch_size)
+    total = hp.epochs * steps_per_epoch
+    best_score, best_state, best_epoch, history = -1.0, None, -1, []
+    it = 0
+    for epoch in range(hp.epochs):
+        model.train()
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(data.iterate(ds.train, hp.batch_size, shuffle=True, generator=gen), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{hp.epochs}", disable=not progress, leave=False, mininterval=1.0)
+        for x, y in bar:
+            for group in opt.param_groups:
+                group["lr"] = hp.lr * _lr_factor(hp, it / total)
+            if on_cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if norm != "none" and eps > 0:
+                x = attacks.perturb(model, x, y, norm=norm, eps=eps, alpha=hp.alpha(eps),
+                                    steps=hp.attack_steps, generator=attack_gen)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            seen += y.numel()
+            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.item() * y.numel()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        logits, labels = predict(model, ds.val, autocast=on_cuda)
+        val_bacc = metrics.balanced_accuracy(labels, logits.argmax(1))
+        train_acc = correct / seen
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": train_acc,
+                        "val_balanced_acc": val_bacc})
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f} acc {train_acc:.4f}"
+                       f" | val balanced acc {val_bacc:.4f}")
+        if val_bacc > best_score:
+            best_score, best_epoch = val_bacc, epoch + 1
+            best_state = copy.deepcopy(model.state_dict())   # a copy, not an alias of the live weights
+        if hp.stop_train_acc is not None and train_acc >= hp.stop_train_acc:
+            break
+    model.load_state_dict(best_state)
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    settings = {
+        "task": ds.info.name, "size": ds.size, "arch": arch, "norm": norm, "eps": float(eps), "seed": seed,
+        "train_data": train_data, "n_channels": ds.info.n_channels, "n_classes": ds.info.n_classes,
+        "data_path": str(ds.path), "data_sha256": ds.sha256, "hparams": asdict(hp),
+        "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,
+        "device": str(device), "torch_version": str(torch.__version__), "medgrid_version": __version__,
+    }
+    return model, settings
