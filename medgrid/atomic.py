@@ -10,6 +10,12 @@ from pathlib import Path
 from medgrid.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temp path beside ``path``; on success rename it over ``path``, on failure delete it."""
@@ -21,6 +27,7 @@ def atomic_output(path):
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)

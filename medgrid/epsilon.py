@@ -1,8 +1,9 @@
-"""Epsilons as users write them (``2/255``, ``0.5``) and as path tokens (``linf-2o255``, ``l2-0.5``)."""
+"""Epsilons as users write them on the command line (``2/255``, ``0.5``).
+
+Path tokens (``linf-2o255``) are the workflow's business: workflow/rules/common.smk.
+"""
 
 from __future__ import annotations
-
-from fractions import Fraction
 
 from medgrid.errors import UserError
 
@@ -42,12 +43,3 @@ def check_training(norm: str, eps: float) -> None:
     if norm != "none" and eps == 0:
         raise UserError(f"norm {norm} needs eps > 0; use --norm none --eps 0 for standard training")
 
-
-def token(norm: str, eps: float) -> str:
-    """Canonical, filesystem-safe token: none-0, linf-2o255 (k/255 when eps is one), l2-0.5."""
-    if norm == "none":
-        return "none-0"
-    frac = Fraction(eps * 255).limit_denominator(1000)
-    if frac.denominator == 1 and abs(float(frac) / 255 - eps) < 1e-12:
-        return f"{norm}-{frac.numerator}o255"
-    return f"{norm}-{eps:g}"
