@@ -1,0 +1,676 @@
+"""Charts of the results table with Altair: interactive HTML (offline: Vega inlined), PNG and SVG.
+
+``medgrid charts --summary results/summary.parquet --out-dir results/charts`` writes, for each chart
+in :data:`CHARTS`, ``{name}.html`` (tooltips give the cell coordinates), ``{name}.png`` and
+``{name}.svg``, plus ``table.html`` (the seed-aggregated table for the report). Every chart is a
+query over the tidy table (:mod:`medgrid.results`), seed-aggregated with
+:func:`medgrid.aggregate.by_seed`; error bars are t-based 95% intervals over seeds (none with
+one seed).
+
+A chart whose rows are not in the table yet (MedMNIST-C rows come from the shift rules, D_rand /
+D_det / D_R rows from the feature rules) is written as a placeholder that says "no rows yet" and
+which rows it needs, in all three formats. So the output files of the workflow's ``charts`` rule
+never change, and a chart appears as soon as its rows do (the rule reruns when the summary changes).
+
+``medgrid saliency`` (the input-gradient figure) lives in :mod:`medgrid.saliency`; both subcommands
+are registered here.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pandas as pd
+
+from medgrid import results
+from medgrid.atomic import atomic_output
+from medgrid.errors import UserError
+
+CHARTS = ("tradeoff", "robust_vs_eps", "by_train_eps", "nonrobust_features", "corruption_heatmap")
+FORMATS = ("html", "png", "svg")
+TABLE = "table.html"
+METRICS = {"balanced_acc": "balanced accuracy", "acc": "accuracy"}
+PNG_SCALE = 2  # PNG pixels per CSS pixel: sharp on slides and high-dpi screens
+
+# what each chart needs, for its placeholder
+NEEDS = {
+    "tradeoff": "clean rows and MedMNIST-C rows (eval_kind=corruption, corruption=mean, severity=0) "
+                "of models trained on the original data",
+    "robust_vs_eps": "PGD rows (eval_kind=pgd) of models trained on the original data",
+    "by_train_eps": "clean rows of standard and adversarially trained models (train_norm linf or l2)",
+    "nonrobust_features": "clean rows of models trained on D_rand, D_det or D_R (train_data drand, ddet, drobust)",
+    "corruption_heatmap": "per-corruption MedMNIST-C rows (eval_kind=corruption, severity >= 1) of a standard "
+                          "and an adversarially trained model",
+}
+TITLES = {
+    "tradeoff": "Clean vs corrupted accuracy trade-off",
+    "robust_vs_eps": "Robust accuracy under PGD vs attack ε",
+    "by_train_eps": "Clean, PGD and MedMNIST-C accuracy vs training ε",
+    "nonrobust_features": "Non-robust features: models trained on D_rand / D_det / D_R",
+    "corruption_heatmap": "Robust minus standard accuracy per corruption and severity",
+}
+
+NORM_ORDER = {"none": 0, "linf": 1, "l2": 2}
+NORM_NAME = {"none": "standard", "linf": "L∞", "l2": "L2"}
+DATA_LABEL = {"original": "original", "drand": "D_rand", "ddet": "D_det", "drobust": "D_R"}
+DATA_ORDER = {"original": 0, "drand": 1, "ddet": 2, "drobust": 3}
+
+# colour-blind-safe colours: Okabe & Ito (2008) for categories, ColorBrewer Blues / Oranges ramps
+# (blue vs orange stays distinct under deuteranopia, protanopia and tritanopia), RdBu for differences
+STANDARD_COLOR = "#000000"
+SHIFT_COLOR = "#D55E00"  # Okabe-Ito vermillion
+CHANCE_COLOR = "#777777"
+OKABE_ITO = ("#000000", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+RAMPS = {"linf": ("#6BAED6", "#08306B"), "l2": ("#FD8D3C", "#7F2704")}
+DIVERGING = "redblue"  # vega's RdBu: red = robust model worse, blue = robust model better
+
+CELL_W, CELL_H = 300, 240
+LINE_LAYER_STYLE = dict(color="#9a9a9a", strokeWidth=1.2)
+
+
+# ------------------------------------------------------------------------------------------- labels
+
+
+def eps_text(norm: str, eps: float) -> str:
+    """2/255 for L-inf epsilons that are whole grey levels, the shortest decimal otherwise."""
+    if norm == "linf" and eps > 0:
+        frac = Fraction(eps * 255).limit_denominator(1000)
+        if frac.denominator == 1 and abs(frac.numerator / 255 - eps) < 1e-9:
+            return f"{frac.numerator}/255"
+    return f"{eps:g}"
+
+
+def setting_label(norm: str, eps: float) -> str:
+    """'standard', 'L∞ 2/255', 'L2 0.5'."""
+    if norm == "none":
+        return "standard"
+    return f"{NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
+
+
+def attack_label(norm: str, eps: float) -> str:
+    return f"PGD {NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
+
+
+def eps_axis(norm: str, what: str) -> tuple[float, str]:
+    """(factor, axis title) of an epsilon axis: L-inf in grey levels (x 1/255), L2 as is."""
+    if norm == "linf":
+        return 255.0, f"{what} ε, L∞ (grey levels, ×1/255)"
+    return 1.0, f"{what} ε, L2 (pixel values in [0, 1])"
+
+
+def _hex_mix(a: str, b: str, t: float) -> str:
+    ca = [int(a[i:i + 2], 16) for i in (1, 3, 5)]
+    cb = [int(b[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(x + (y - x) * t):02X}" for x, y in zip(ca, cb))
+
+
+def ramp(norm: str, k: int) -> list[str]:
+    """k colours of the norm's ramp, light to dark (one colour: a mid-dark shade)."""
+    light, dark = RAMPS.get(norm, RAMPS["linf"])
+    if k == 1:
+        return [_hex_mix(light, dark, 0.6)]
+    return [_hex_mix(light, dark, i / (k - 1)) for i in range(k)]
+
+
+def setting_scale(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Colour domain and range of the training settings in ``frame``: standard black, L-inf blues, L2
+    oranges, darker for larger epsilons."""
+    settings = frame[["train_norm", "train_eps", "setting"]].drop_duplicates()
+    settings = settings.assign(o=settings.train_norm.map(NORM_ORDER)).sort_values(["o", "train_eps"])
+    domain, colors = [], []
+    for norm, group in settings.groupby("train_norm", sort=False):
+        labels = list(dict.fromkeys(group.setting))
+        domain += labels
+        colors += [STANDARD_COLOR] * len(labels) if norm == "none" else ramp(norm, len(labels))
+    return domain, colors
+
+
+@functools.lru_cache(maxsize=None)
+def chance_level(task: str) -> float:
+    """1 / n_classes of a task (medgrid.data.task_info); NaN when the task is unknown to medgrid."""
+    from medgrid import data
+
+    try:
+        return 1.0 / data.task_info(task).n_classes
+    except (UserError, ImportError, KeyError):
+        return float("nan")
+
+
+# ------------------------------------------------------------------------------------ seed view
+
+
+def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of ``metric`` aggregated over seeds, with labels the charts share.
+
+    Adds ``lo``/``hi`` (the 95% interval, the mean itself with one seed), ``setting``,
+    ``setting_order``, ``panel`` (the task, with its size when the table has several sizes)
+    and ``chance``.
+    """
+    from medgrid.aggregate import by_seed
+
+    rows = df[df.metric == metric]
+    if rows.empty:
+        return pd.DataFrame()
+    s = by_seed(rows)
+    s["lo"] = s["ci95_t_low"].fillna(s["mean"])
+    s["hi"] = s["ci95_t_high"].fillna(s["mean"])
+    s["setting"] = [setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)]
+    s["setting_order"] = s.train_norm.map(NORM_ORDER) * 1000 + s.train_eps
+    several_sizes = df["size"].nunique() > 1
+    s["panel"] = [f"{t} · {z} px" if several_sizes else t for t, z in zip(s.task, s["size"])]
+    s["chance"] = s.task.map(chance_level)
+    return s
+
+
+def _tooltip(*extra):
+    base = [
+        alt_tooltip("task", "task"), alt_tooltip("size", "size (px)"), alt_tooltip("arch", "arch"),
+        alt_tooltip("setting", "training"), alt_tooltip("train_data", "training data"),
+    ]
+    return base + list(extra)
+
+
+def alt_tooltip(field, title, fmt=None, kind=None):
+    import altair as alt
+
+    kw = {"title": title}
+    if fmt:
+        kw["format"] = fmt
+    return alt.Tooltip(f"{field}:{kind or ('Q' if fmt else 'N')}", **kw)
+
+
+def _arch_encodings(frame: pd.DataFrame):
+    """strokeDash by arch when the table has several archs, a solid line otherwise."""
+    import altair as alt
+
+    if frame.arch.nunique() > 1:
+        return {"strokeDash": alt.StrokeDash("arch:N", title="architecture")}
+    return {}
+
+
+def _header():
+    import altair as alt
+
+    return alt.Header(title=None, labelFontSize=13, labelFontWeight="bold")
+
+
+def _chance_layers(label: bool = True):
+    """A dashed rule at chance level (1 / n_classes), with a label at its right end, for faceted layers."""
+    import altair as alt
+
+    valid = "isValid(datum.chance) && isFinite(datum.chance)"
+    rule = alt.Chart().mark_rule(strokeDash=[5, 4], color=CHANCE_COLOR).encode(
+        y="mean(chance):Q").transform_filter(valid)
+    text = alt.Chart().mark_text(align="right", baseline="bottom", dx=-3, dy=-2, color=CHANCE_COLOR,
+                                 fontSize=10).encode(
+        y="mean(chance):Q", x=alt.value(CELL_W), text=alt.value("chance")).transform_filter(valid)
+    return [rule, text] if label else [rule]
+
+
+# ------------------------------------------------------------------------------------------ charts
+
+
+def tradeoff(s: pd.DataFrame, metric: str):
+    """(a) clean vs mean MedMNIST-C accuracy, one point per training setting (original data)."""
+    import altair as alt
+
+    if s.empty:
+        return None
+    name = METRICS[metric]
+    key = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "setting", "setting_order"]
+    base = s[s.train_data == "original"]
+    cols = key + ["mean", "lo", "hi", "n_seeds"]
+    clean = base[base.eval_kind == "clean"][cols]
+    shift = base[(base.eval_kind == "corruption") & (base.corruption == "mean") & (base.severity == 0)][cols]
+    d = clean.merge(shift, on=key, suffixes=("_clean", "_shift"))
+    if d.empty:
+        return None
+    d = d.assign(role="point", family=d.train_norm)
+    lines = []
+    for _, g in d.groupby(["panel", "arch"], sort=False):
+        std = g[g.train_norm == "none"]
+        families = sorted(set(g.train_norm) - {"none"}, key=NORM_ORDER.get)
+        for fam in families:
+            lines.append(pd.concat([std, g[g.train_norm == fam]]).assign(role="line", family=fam))
+    data = pd.concat([d] + lines, ignore_index=True)
+    domain, colors = setting_scale(d)
+    color = alt.Color("setting:N", title="training", scale=alt.Scale(domain=domain, range=colors),
+                      legend=alt.Legend(symbolType="circle"))
+    x_title = f"clean {name}"
+    y_title = f"MedMNIST-C {name}"
+    x = alt.X("mean_clean:Q", title=x_title, scale=alt.Scale(zero=False, padding=12), axis=alt.Axis(format=".0%"))
+    y = alt.Y("mean_shift:Q", title=y_title, scale=alt.Scale(zero=False, padding=12), axis=alt.Axis(format=".0%"))
+    tips = _tooltip(alt_tooltip("n_seeds_clean", "seeds", kind="Q"),
+                    alt_tooltip("mean_clean", f"clean {name}", ".4f"),
+                    alt_tooltip("lo_clean", "clean 95% low", ".4f"), alt_tooltip("hi_clean", "clean 95% high", ".4f"),
+                    alt_tooltip("mean_shift", f"MedMNIST-C {name}", ".4f"),
+                    alt_tooltip("lo_shift", "MedMNIST-C 95% low", ".4f"),
+                    alt_tooltip("hi_shift", "MedMNIST-C 95% high", ".4f"))
+    points_only = alt.Chart().transform_filter("datum.role == 'point'")
+    line = alt.Chart().transform_filter("datum.role == 'line'").mark_line(**LINE_LAYER_STYLE).encode(
+        x=x, y=y, detail=["arch:N", "family:N"], order="train_eps:Q")
+    xbar = points_only.mark_rule(strokeWidth=1.5).encode(
+        x="lo_clean:Q", x2="hi_clean:Q", y="mean_shift:Q", color=color)
+    ybar = points_only.mark_rule(strokeWidth=1.5).encode(
+        y="lo_shift:Q", y2="hi_shift:Q", x="mean_clean:Q", color=color)
+    shape = alt.Shape("arch:N", title="architecture")
+    points = points_only.mark_point(size=110, filled=True, opacity=0.95, stroke="white", strokeWidth=0.8).encode(
+        x=x, y=y, color=color, shape=shape, tooltip=tips)
+    # labels beside the points: L-inf above-left, L2 below-right, so the two families rarely collide
+    label_color = alt.Color("setting:N", scale=alt.Scale(domain=domain, range=colors), legend=None)
+    labels = [
+        points_only.transform_filter(f"datum.train_norm == '{norm}'").mark_text(
+            align=align, dx=dx, dy=dy, fontSize=11).encode(x=x, y=y, text="setting:N", color=label_color)
+        for norm, align, dx, dy in (("none", "left", 9, -9), ("linf", "right", -9, -9), ("l2", "left", 9, 13))
+    ]
+    chart = alt.layer(line, xbar, ybar, points, *labels, data=data).properties(width=CELL_W, height=CELL_H)
+    chart = chart.facet(facet=alt.Facet("panel:N", header=_header()), columns=3)
+    return chart.resolve_scale(x="independent", y="independent").properties(title=alt.Title(
+        TITLES["tradeoff"],
+        subtitle=[f"x: clean {name}; y: {name} on MedMNIST-C (mean over corruptions and severities). "
+                  "One point per training setting, joined in order of training ε.",
+                  "Robust models sit left and up (less clean accuracy, more under corruption). "
+                  "Bars: 95% t-interval over seeds (none with one seed)."]))
+
+
+def robust_vs_eps(s: pd.DataFrame, metric: str):
+    """(b) accuracy under PGD vs attack epsilon, one line per training setting; rows task, columns norm."""
+    import altair as alt
+
+    if s.empty:
+        return None
+    name = METRICS[metric]
+    base = s[s.train_data == "original"]
+    pgd = base[base.eval_kind == "pgd"]
+    if pgd.empty:
+        return None
+    clean = base[base.eval_kind == "clean"]
+    cell = ["task", "size", "arch", "train_norm", "train_eps"]
+    domain, colors = setting_scale(base)
+    color = alt.Color("setting:N", title="training", scale=alt.Scale(domain=domain, range=colors))
+    columns = []
+    for norm in sorted(pgd.eval_norm.unique(), key=lambda n: NORM_ORDER.get(n, 9)):
+        p = pgd[pgd.eval_norm == norm]
+        c = clean.merge(p[cell].drop_duplicates(), on=cell).assign(eval_norm=norm, eval_eps=0.0)
+        factor, x_title = eps_axis(norm, "attack")
+        d = pd.concat([c, p], ignore_index=True)
+        d["x"] = d.eval_eps * factor
+        d["attack"] = ["clean (ε = 0)" if e == 0 else attack_label(norm, e) for e in d.eval_eps]
+        x = alt.X("x:Q", title=x_title, axis=alt.Axis(values=sorted(d.x.unique()), format="~g"))
+        y = alt.Y("mean:Q", title=f"{name} under attack", scale=alt.Scale(domain=[0, 1]),
+                  axis=alt.Axis(format=".0%"))
+        tips = _tooltip(alt_tooltip("attack", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
+                        alt_tooltip("mean", name, ".4f"), alt_tooltip("lo", "95% low", ".4f"),
+                        alt_tooltip("hi", "95% high", ".4f"), alt_tooltip("n", "test images (all seeds)", kind="Q"))
+        detail = ["arch:N", "setting:N"]
+        line = alt.Chart().mark_line(strokeWidth=2).encode(
+            x=x, y=y, color=color, detail=detail, order="x:Q", **_arch_encodings(base))
+        bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
+        points = alt.Chart().mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
+        layer = alt.layer(line, bars, points, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
+        columns.append(layer.facet(row=alt.Row("panel:N", header=_header())).properties(
+            title=alt.Title(f"{NORM_NAME[norm]} attacks", fontSize=13)))
+    return alt.hconcat(*columns).properties(title=alt.Title(
+        TITLES["robust_vs_eps"],
+        subtitle=[f"{name} on the test set under PGD (ε = 0: clean); one line per training setting, "
+                  "models trained on the original data.",
+                  "Dashed: chance (1 / number of classes). Bars: 95% t-interval over seeds (none with one seed)."]))
+
+
+def by_train_eps(s: pd.DataFrame, metric: str):
+    """(c) clean, PGD (same norm as training) and MedMNIST-C accuracy vs training epsilon."""
+    import altair as alt
+
+    if s.empty:
+        return None
+    name = METRICS[metric]
+    base = s[s.train_data == "original"]
+    clean = base[base.eval_kind == "clean"]
+    robust_norms = sorted(set(clean.train_norm) - {"none"}, key=lambda n: NORM_ORDER.get(n, 9))
+    if clean.empty or not robust_norms:
+        return None
+    columns = []
+    for norm in robust_norms:
+        cells = base[base.train_norm.isin(["none", norm])]
+        parts = [cells[cells.eval_kind == "clean"].assign(series="clean", series_order=0.0)]
+        pgd = cells[(cells.eval_kind == "pgd") & (cells.eval_norm == norm)]
+        if not pgd.empty:
+            parts.append(pgd.assign(series=[attack_label(norm, e) for e in pgd.eval_eps],
+                                    series_order=1.0 + pgd.eval_eps))
+        shift = cells[(cells.eval_kind == "corruption") & (cells.corruption == "mean") & (cells.severity == 0)]
+        if not shift.empty:
+            parts.append(shift.assign(series="MedMNIST-C (mean)", series_order=1e6))
+        d = pd.concat(parts, ignore_index=True)
+        factor, x_title = eps_axis(norm, "training")
+        d["x"] = d.train_eps * factor
+        series = d[["series", "series_order"]].drop_duplicates().sort_values("series_order")
+        attacks = [x for x in series.series if x.startswith("PGD")]
+        domain = ["clean"] + attacks + (["MedMNIST-C (mean)"] if not shift.empty else [])
+        colors = [STANDARD_COLOR] + ramp("linf", len(attacks)) + ([SHIFT_COLOR] if not shift.empty else [])
+        color = alt.Color("series:N", title=f"evaluation ({NORM_NAME[norm]} training)",
+                          scale=alt.Scale(domain=domain, range=colors))
+        x = alt.X("x:Q", title=x_title, axis=alt.Axis(values=sorted(d.x.unique()), format="~g"))
+        y = alt.Y("mean:Q", title=name, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"))
+        tips = _tooltip(alt_tooltip("series", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
+                        alt_tooltip("mean", name, ".4f"), alt_tooltip("lo", "95% low", ".4f"),
+                        alt_tooltip("hi", "95% high", ".4f"))
+        line = alt.Chart().mark_line(strokeWidth=2).encode(
+            x=x, y=y, color=color, detail=["arch:N", "series:N"], order="x:Q", **_arch_encodings(base))
+        bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
+        points = alt.Chart().mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
+        layer = alt.layer(line, bars, points, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
+        columns.append(layer.facet(row=alt.Row("panel:N", header=_header())).properties(
+            title=alt.Title(f"{NORM_NAME[norm]} adversarial training", fontSize=13)))
+    return alt.hconcat(*columns).resolve_scale(color="independent").properties(title=alt.Title(
+        TITLES["by_train_eps"],
+        subtitle=[f"{name} of models trained at each ε (0: standard training) on clean test images, "
+                  "under PGD of the training norm, and on MedMNIST-C.",
+                  "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed)."]))
+
+
+def nonrobust_features(s: pd.DataFrame, metric: str):
+    """(d) clean accuracy on the original test set of models trained on original / D_rand / D_det / D_R."""
+    import altair as alt
+
+    if s.empty:
+        return None
+    name = METRICS[metric]
+    clean = s[s.eval_kind == "clean"]
+    feat = clean[clean.train_data != "original"]
+    if feat.empty:
+        return None
+    orig = clean[(clean.train_data == "original") & (clean.train_norm == "none") & clean.panel.isin(feat.panel)]
+    d = pd.concat([orig, feat], ignore_index=True)
+    d["data_label"] = [DATA_LABEL[t] + ("" if n == "none" else f" ({setting_label(n, e)} training)")
+                       for t, n, e in zip(d.train_data, d.train_norm, d.train_eps)]
+    d["data_order"] = d.train_data.map(DATA_ORDER) * 10 + d.train_norm.map(NORM_ORDER)
+    d["value_text"] = [f"{v:.0%}" for v in d["mean"]]
+    order = list(d.sort_values("data_order").data_label.drop_duplicates())
+    palette = {"original": OKABE_ITO[0], "drand": OKABE_ITO[1], "ddet": OKABE_ITO[2], "drobust": OKABE_ITO[3]}
+    d["data_kind"] = d.train_data.map(DATA_LABEL)
+    kinds = [DATA_LABEL[k] for k in DATA_ORDER if k in set(d.train_data)]
+    color = alt.Color("data_kind:N", title="training data",
+                      scale=alt.Scale(domain=kinds, range=[palette[k] for k in DATA_ORDER if k in set(d.train_data)]))
+    x = alt.X("data_label:N", title="training data", sort=order, axis=alt.Axis(labelAngle=0, labelLimit=160))
+    xoff = {"xOffset": alt.XOffset("arch:N")} if d.arch.nunique() > 1 else {}
+    y = alt.Y("mean:Q", title=f"{name} on the original test set", scale=alt.Scale(domain=[0, 1]),
+              axis=alt.Axis(format=".0%"))
+    tips = _tooltip(alt_tooltip("n_seeds", "seeds", kind="Q"), alt_tooltip("mean", name, ".4f"),
+                    alt_tooltip("lo", "95% low", ".4f"), alt_tooltip("hi", "95% high", ".4f"))
+    bars = alt.Chart().mark_bar(opacity=0.9).encode(x=x, y=y, color=color, tooltip=tips, **xoff)
+    err = alt.Chart().mark_rule(strokeWidth=1.5, color="#333333").encode(x=x, y="lo:Q", y2="hi:Q", **xoff)
+    text = alt.Chart().mark_text(dy=-7, fontSize=11).encode(x=x, y="hi:Q", text="value_text:N", **xoff)
+    width = max(CELL_W, 70 * len(order))
+    layer = alt.layer(bars, err, text, *_chance_layers(label=False), data=d).properties(width=width, height=CELL_H)
+    return layer.facet(column=alt.Column("panel:N", header=_header())).properties(title=alt.Title(
+        TITLES["nonrobust_features"],
+        subtitle=["Every model is tested on the original (clean) test set. D_rand and D_det relabel images by "
+                  "targeted attacks on the standard model,",
+                  "so only non-robust features carry their labels: above chance (dashed), these features "
+                  "generalise. D_R keeps the robust features only."]))
+
+
+def corruption_heatmap(s: pd.DataFrame, metric: str):
+    """(e) robust minus standard accuracy per corruption (rows) and severity (columns)."""
+    import altair as alt
+
+    if s.empty:
+        return None
+    name = METRICS[metric]
+    c = s[(s.eval_kind == "corruption") & ~s.corruption.isin(["mean", results.NO_CORRUPTION])
+          & (s.train_data == "original")]
+    key = ["panel", "task", "size", "arch", "corruption", "severity"]
+    std = c[c.train_norm == "none"][key + ["mean", "n_seeds"]]
+    rob = c[c.train_norm != "none"]
+    d = rob.merge(std, on=key, suffixes=("", "_std"))
+    if d.empty:
+        return None
+    d["diff_pp"] = 100.0 * (d["mean"] - d["mean_std"])
+    d["severity_label"] = ["all" if v == 0 else str(v) for v in d.severity]
+    d["column"] = d.setting if d.arch.nunique() == 1 else d.setting + " · " + d.arch
+    d["column_order"] = d.setting_order
+    d["diff_text"] = [f"{v:+.0f}" for v in d.diff_pp]
+    m = max(1.0, float(d.diff_pp.abs().max()))
+    d["dark"] = d.diff_pp.abs() > 0.6 * m
+    sev_order = [str(v) for v in sorted(set(d.severity)) if v > 0] + (["all"] if (d.severity == 0).any() else [])
+    cols = list(d.sort_values("column_order").column.drop_duplicates())
+    x = alt.X("severity_label:O", title="severity", sort=sev_order,
+              axis=alt.Axis(labelAngle=0, grid=False, ticks=False, domain=False))
+    yy = alt.Y("corruption:N", title=None, sort="ascending", axis=alt.Axis(grid=False, ticks=False, domain=False))
+    tips = _tooltip(alt_tooltip("corruption", "corruption"), alt_tooltip("severity", "severity", kind="Q"),
+                    alt_tooltip("mean", f"{name}, robust", ".4f"), alt_tooltip("mean_std", f"{name}, standard", ".4f"),
+                    alt_tooltip("diff_pp", "difference (points)", "+.1f"), alt_tooltip("n_seeds", "seeds", kind="Q"))
+    rect = alt.Chart().mark_rect(stroke="white", strokeWidth=0.5).encode(
+        x=x, y=yy, tooltip=tips,
+        color=alt.Color("diff_pp:Q", title=["robust − standard", f"({name}, points)"],
+                        scale=alt.Scale(scheme=DIVERGING, domain=[-m, m], domainMid=0)))
+    text = alt.Chart().mark_text(fontSize=11).encode(
+        x=x, y=yy, text="diff_text:N",
+        color=alt.condition("datum.dark", alt.value("white"), alt.value("black")))
+    n_corr = d.corruption.nunique()
+    layer = alt.layer(rect, text, data=d).properties(width=42 * len(sev_order), height=24 * n_corr)
+    return layer.facet(row=alt.Row("panel:N", header=_header()),
+                       column=alt.Column("column:N", sort=cols, header=alt.Header(title="robust model",
+                                                                                   labelFontSize=12))).properties(
+        title=alt.Title(TITLES["corruption_heatmap"],
+                        subtitle=[f"{name} of each adversarially trained model minus that of the standard model "
+                                  "(same task, size, arch), in percentage points, mean over seeds.",
+                                  "Blue: the robust model is better on that corruption; red: worse. "
+                                  "Severity 1 is the mildest, 5 the strongest."]))
+
+
+BUILDERS = {
+    "tradeoff": tradeoff,
+    "robust_vs_eps": robust_vs_eps,
+    "by_train_eps": by_train_eps,
+    "nonrobust_features": nonrobust_features,
+    "corruption_heatmap": corruption_heatmap,
+}
+
+
+def placeholder(name: str, reason: str):
+    """A chart that says which rows are missing, so every output file exists."""
+    import altair as alt
+
+    lines = pd.DataFrame({"i": [0, 1], "text": ["no rows yet", f"needs {reason}"]})
+    return alt.Chart(lines).mark_text(fontSize=13, align="left", x=10).encode(
+        y=alt.Y("i:O", axis=None), text="text:N",
+        size=alt.condition("datum.i == 0", alt.value(20), alt.value(12)),
+        color=alt.value("#444444")).properties(
+        width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(TITLES[name], subtitle=f"{name}"))
+
+
+def _finish(chart):
+    return chart.configure_axis(labelFontSize=11, titleFontSize=12, grid=True, gridColor="#e6e6e6").configure_legend(
+        labelFontSize=11, titleFontSize=12, labelLimit=260).configure_title(
+        fontSize=16, subtitleFontSize=12, subtitleColor="#444444", anchor="start").configure_view(stroke="#cccccc")
+
+
+HTML_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+  body {{ margin: 12px; font-family: sans-serif; }}
+  #vis.vega-embed {{ width: 100%; display: flex; }}
+  #vis.vega-embed details, #vis.vega-embed details summary {{ position: relative; }}
+</style>
+<script type="text/javascript">
+// vega-embed with Vega and Vega-Lite {vl_version}, inlined by vl-convert so the page works offline
+{bundle}
+</script>
+</head>
+<body>
+<div id="vis"></div>
+<script type="text/javascript">
+  const spec = {spec};
+  vegaEmbed("#vis", spec, {options}).catch(function (err) {{
+    document.getElementById("vis").textContent = "chart failed to render: " + err;
+  }});
+</script>
+</body>
+</html>
+"""
+# the export menu (PNG/SVG) and the spec viewer work offline; the online Vega editor link is left out
+EMBED_OPTIONS = {"actions": {"export": True, "source": True, "compiled": False, "editor": False}}
+
+
+def _vl_version() -> str:
+    """vl-convert's name of the Vega-Lite version Altair writes (v6.1.0 -> v6_1)."""
+    import altair as alt
+
+    return "_".join(alt.SCHEMA_VERSION.split(".")[:2])
+
+
+@functools.lru_cache(maxsize=None)
+def _js_bundle(vl_version: str) -> str:
+    import vl_convert as vlc
+
+    return vlc.javascript_bundle(vl_version=vl_version)
+
+
+def _html(spec: dict, title: str) -> str:
+    vl_version = _vl_version()
+    return HTML_PAGE.format(title=html.escape(title), vl_version=vl_version, bundle=_js_bundle(vl_version),
+                            spec=json.dumps(spec).replace("</", "<\\/"), options=json.dumps(EMBED_OPTIONS))
+
+
+def save(chart, out_dir: Path, name: str) -> list[Path]:
+    """``{name}.html`` (Vega inlined: works offline), ``.png`` and ``.svg``, each written atomically.
+
+    The chart is validated and converted to a Vega-Lite spec once; vl-convert renders the images.
+    """
+    import altair as alt
+    import vl_convert as vlc
+
+    out_dir = Path(out_dir)
+    with alt.data_transformers.enable("default", max_rows=None):
+        spec = chart.to_dict()
+    vl_version = _vl_version()
+    paths = []
+    for fmt in FORMATS:
+        path = out_dir / f"{name}.{fmt}"
+        with atomic_output(path) as tmp:
+            if fmt == "html":
+                Path(tmp).write_text(_html(spec, TITLES.get(name, name)), encoding="utf-8")
+            elif fmt == "png":
+                Path(tmp).write_bytes(vlc.vegalite_to_png(spec, vl_version=vl_version, scale=PNG_SCALE))
+            else:
+                Path(tmp).write_text(vlc.vegalite_to_svg(spec, vl_version=vl_version), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def _evaluation(row) -> str:
+    if row.eval_kind == "clean":
+        return "clean"
+    if row.eval_kind == "pgd":
+        return attack_label(row.eval_norm, row.eval_eps)
+    if row.eval_kind == "corruption":
+        if row.corruption == "mean":
+            return "MedMNIST-C mean"
+        return f"{row.corruption}, severity {row.severity}" if row.severity else f"{row.corruption}, all severities"
+    return row.eval_kind
+
+
+def write_table_html(df: pd.DataFrame, path: Path, source: str = "the tidy table") -> Path:
+    """The seed-aggregated table (mean, std, 95% interval) as one readable HTML page for the report."""
+    from medgrid.aggregate import by_seed
+
+    rows = df[df.metric != "grad_evals"]
+    s = by_seed(rows) if not rows.empty else pd.DataFrame(columns=list(rows.columns) + ["mean"])
+    if not s.empty:
+        s = s.assign(
+            training=[setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)],
+            data=s.train_data.map(DATA_LABEL),
+            evaluation=[_evaluation(r) for r in s.itertuples()],
+            _o1=s.train_norm.map(NORM_ORDER), _o2=s.eval_kind.map({"clean": 0, "pgd": 1, "corruption": 2}),
+        ).sort_values(["task", "size", "arch", "train_data", "_o1", "train_eps", "_o2", "eval_norm", "eval_eps",
+                       "corruption", "severity", "metric"])
+        s = s[["task", "size", "arch", "training", "data", "evaluation", "metric", "mean", "std", "ci95_t_low",
+               "ci95_t_high", "n_seeds", "n"]]
+        s = s.rename(columns={"ci95_t_low": "95% low", "ci95_t_high": "95% high", "n_seeds": "seeds",
+                              "n": "test images (all seeds)"})
+    table = s.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4f}", border=0, classes="t")
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>medgrid: seed-aggregated results</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table.t {{ border-collapse: collapse; font-size: 13px; }}
+table.t th {{ background: #f0f0f0; position: sticky; top: 0; text-align: left; padding: 4px 8px; }}
+table.t td {{ padding: 3px 8px; border-bottom: 1px solid #e4e4e4; font-variant-numeric: tabular-nums; }}
+table.t tr:hover td {{ background: #f7f7ff; }}
+</style></head><body>
+<h2>Seed-aggregated results</h2>
+<p>One row per measurement and training setting: mean over seeds, standard deviation (ddof 1) and the t-based
+95% interval of the mean (blank with one seed). Accuracies are fractions of the test set.
+Source: {html.escape(str(source))} ({len(df)} rows).</p>
+{table}
+</body></html>
+"""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+
+def make_charts(summary, out_dir, *, metric: str = "balanced_acc") -> dict[str, str]:
+    """Every chart of :data:`CHARTS` in every format of :data:`FORMATS`, plus ``table.html``.
+
+    Returns {chart: "chart" | "placeholder"}. UserError for a missing or empty summary.
+    """
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    df = results.read_table(summary)
+    if df.empty:
+        raise UserError(f"results table {summary} has no rows; run the evaluations first")
+    out_dir = Path(out_dir)
+    s = seed_view(df, metric)
+    status = {}
+    for name in CHARTS:
+        chart = BUILDERS[name](s, metric)
+        if chart is None:
+            chart, status[name] = placeholder(name, NEEDS[name]), "placeholder"
+        else:
+            status[name] = "chart"
+        save(_finish(chart), out_dir, name)
+        print(f"{name}: {'written' if status[name] == 'chart' else 'placeholder (no rows yet)'} -> "
+              f"{out_dir}/{name}.{{{','.join(FORMATS)}}}")
+    write_table_html(df, out_dir / TABLE, source=str(summary))
+    print(f"table: {out_dir / TABLE}")
+    return status
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def cmd_charts(args):
+    make_charts(args.summary, args.out_dir, metric=args.metric)
+
+
+def cmd_saliency(args):
+    from medgrid import saliency
+
+    saliency.cmd(args)
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("charts", help="Altair charts of the summary table (HTML + PNG + SVG) and an HTML table")
+    p.add_argument("--summary", type=Path, required=True, help="tidy summary table (results/summary.parquet)")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for {chart}.{html,png,svg} and table.html")
+    p.add_argument("--metric", choices=tuple(METRICS), default="balanced_acc", help="metric shown in the charts")
+    p.set_defaults(func=cmd_charts)
+
+    from medgrid import saliency
+
+    saliency.add_parser(sub, cmd_saliency)

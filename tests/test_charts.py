@@ -1,0 +1,284 @@
+"""Charts, the seed-aggregated HTML table and the saliency figure: build from small hand-made inputs,
+export readable images, and the HTML works offline in a real browser."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medgrid import charts, results
+from medgrid.errors import UserError
+
+pytest.importorskip("altair")
+pytest.importorskip("vl_convert")
+
+SETTINGS = [("none", 0.0), ("linf", 2 / 255), ("linf", 4 / 255), ("l2", 0.5)]
+CORRUPTIONS = ("gaussian_blur", "jpeg", "pixelate")
+
+
+def _cell(task, norm, eps, seed, train_data="original"):
+    return results.cell_columns({"task": task, "size": 28, "arch": "cnn-small", "norm": norm, "eps": eps,
+                                 "seed": seed, "train_data": train_data})
+
+
+def make_table(*, shift=True, features=True, seeds=(0, 1, 2), tasks=("synthetic", "breastmnist")):
+    """A hand-made summary with the synthetic task's known answers: the standard model is accurate on
+    clean images, broken by PGD and by corruptions; robust models trade clean accuracy for both."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for task in tasks:
+        for seed in seeds:
+            for norm, eps in SETTINGS:
+                c = _cell(task, norm, eps, seed)
+                strength = 0.0 if norm == "none" else (eps * 255 / 4 if norm == "linf" else eps)
+                clean = 0.99 - 0.12 * strength + rng.normal(0, 0.005)
+                for metric in ("acc", "balanced_acc"):
+                    rows.append(results.make_row(c, eval_kind="clean", metric=metric, value=clean, n=1000))
+                for anorm, grid in (("linf", [1 / 255, 2 / 255, 4 / 255, 8 / 255]), ("l2", [0.25, 0.5])):
+                    for k, aeps in enumerate(grid):
+                        value = max(0.0, clean - (0.9 if norm == "none" else 0.1 * (k + 1) / (1 + strength)))
+                        rows.append(results.make_row(c, eval_kind="pgd", eval_norm=anorm, eval_eps=aeps,
+                                                     metric="balanced_acc", value=value, n=1000))
+                        rows.append(results.make_row(c, eval_kind="pgd", eval_norm=anorm, eval_eps=aeps,
+                                                     metric="grad_evals", value=20000, n=1000))
+                if shift:
+                    per = []
+                    for corr in CORRUPTIONS:
+                        for sev in range(1, 6):
+                            v = (0.3 if norm == "none" else clean - 0.02 * sev) + rng.normal(0, 0.01)
+                            per.append(v)
+                            rows.append(results.make_row(c, eval_kind="corruption", corruption=corr, severity=sev,
+                                                         metric="balanced_acc", value=v, n=1000))
+                    rows.append(results.make_row(c, eval_kind="corruption", corruption="mean", severity=0,
+                                                 metric="balanced_acc", value=float(np.mean(per)), n=15000))
+            if features:
+                for data, value in (("drand", 0.74), ("ddet", 0.45), ("drobust", 0.80)):
+                    c = _cell(task, "none", 0.0, seed, data)
+                    rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc",
+                                                 value=value + rng.normal(0, 0.01), n=1000))
+    return results.from_rows(rows)
+
+
+def _png_ok(path):
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    assert img.width >= 300 and img.height >= 200, f"{path} is only {img.size}"
+    rgb = np.asarray(img, dtype=np.int64)
+    colours = np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])
+    assert len(colours) > 20, f"{path} is (nearly) a single colour"
+    return rgb.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def full_table():
+    return make_table()
+
+
+@pytest.fixture(scope="module")
+def full_charts(tmp_path_factory, full_table):
+    """Every chart of the full hand-made table, written once: (folder, status)."""
+    root = tmp_path_factory.mktemp("charts")
+    results.write_table(full_table, root / "summary.parquet")
+    status = charts.make_charts(root / "summary.parquet", root / "charts")
+    return root / "charts", status
+
+
+def _spec_of(html_path):
+    import json
+
+    page = html_path.read_text()
+    start = page.index("const spec = ") + len("const spec = ")
+    return json.loads(page[start:page.index(";\n", start)].replace("<\\/", "</"))
+
+
+@pytest.mark.parametrize("name", charts.CHARTS)
+def test_each_chart_builds_exports_and_carries_coordinates(full_charts, name):
+    out, status = full_charts
+    assert status[name] == "chart", f"{name} should build from a table that has its rows"
+    spec = _spec_of(out / f"{name}.html")
+    text = str(spec)
+    assert "tooltip" in text and "'title': 'task'" in text and "'title': 'arch'" in text  # cell coordinates
+    assert charts.TITLES[name] in text
+    arr = _png_ok(out / f"{name}.png")
+    assert arr.std() > 10
+    svg = (out / f"{name}.svg").read_text()
+    assert svg.lstrip().startswith("<svg") and "no rows yet" not in svg
+    assert charts.TITLES[name].split(":")[0] in svg
+
+
+def test_tradeoff_data_puts_standard_right_bottom(full_table):
+    s = charts.seed_view(full_table, "balanced_acc")
+    spec = charts.tradeoff(s, "balanced_acc").to_dict()
+    values = pd.DataFrame(next(iter(spec["datasets"].values())))
+    pts = values[(values.role == "point") & (values.task == "synthetic")].set_index("setting")
+    assert set(pts.index) == {"standard", "L∞ 2/255", "L∞ 4/255", "L2 0.5"}
+    assert pts.loc["standard", "mean_clean"] > pts.loc["L∞ 2/255", "mean_clean"] > pts.loc["L∞ 4/255", "mean_clean"]
+    assert pts.loc["standard", "mean_shift"] < pts.loc["L∞ 4/255", "mean_shift"]
+    # error bars span the seeds: a t-interval, not a point
+    assert (pts.hi_clean > pts.lo_clean).all()
+    # each norm family's line starts at the standard model
+    lines = values[values.role == "line"]
+    assert set(lines[lines.family == "l2"].setting) == {"standard", "L2 0.5"}
+
+
+def test_heatmap_difference_is_robust_minus_standard(full_table):
+    s = charts.seed_view(full_table, "balanced_acc")
+    spec = charts.corruption_heatmap(s, "balanced_acc").to_dict()
+    values = pd.DataFrame(next(iter(spec["datasets"].values())))
+    row = values[(values.task == "synthetic") & (values.setting == "L∞ 2/255") & (values.corruption == "jpeg")
+                 & (values.severity == 3)].iloc[0]
+    sel = s[(s.task == "synthetic") & (s.corruption == "jpeg") & (s.severity == 3)].set_index("setting")["mean"]
+    assert row.diff_pp == pytest.approx(100 * (sel["L∞ 2/255"] - sel["standard"]))
+    assert row.diff_pp > 0
+
+
+def test_missing_rows_give_placeholders_and_exports(tmp_path):
+    table = make_table(shift=False, features=False, seeds=(0,), tasks=("synthetic",))
+    path = tmp_path / "summary.parquet"
+    results.write_table(table, path)
+    out = tmp_path / "charts"
+    status = charts.make_charts(path, out)
+    assert status == {"tradeoff": "placeholder", "robust_vs_eps": "chart", "by_train_eps": "chart",
+                      "nonrobust_features": "placeholder", "corruption_heatmap": "placeholder"}
+    for name in charts.CHARTS:
+        for fmt in charts.FORMATS:
+            assert (out / f"{name}.{fmt}").stat().st_size > 0
+    assert "no rows yet" in (out / "tradeoff.svg").read_text()
+    assert "no rows yet" not in (out / "robust_vs_eps.svg").read_text()
+    _png_ok(out / "robust_vs_eps.png")
+    page = (out / "tradeoff.html").read_text()
+    assert "<script" in page and "cdn.jsdelivr" not in page and "vega" in page
+    table_page = (out / charts.TABLE).read_text()
+    assert "PGD L∞ 2/255" in table_page and "grad_evals" not in table_page
+    assert not list(out.glob(".*tmp"))
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    from medgrid import cli
+
+    assert cli.main(["charts", "--summary", str(tmp_path / "nope.parquet"), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing results table" in err
+    empty = tmp_path / "empty.parquet"
+    results.write_table(make_table().iloc[:0], empty)
+    with pytest.raises(UserError, match="no rows"):
+        charts.make_charts(empty, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_labels_and_chance():
+    assert charts.setting_label("linf", 8 / 255) == "L∞ 8/255"
+    assert charts.setting_label("l2", 0.5) == "L2 0.5"
+    assert charts.setting_label("none", 0.0) == "standard"
+    assert charts.eps_text("linf", 0.01) == "0.01"
+    assert charts.chance_level("synthetic") == pytest.approx(0.25)
+    assert charts.chance_level("breastmnist") == pytest.approx(0.5)
+    assert np.isnan(charts.chance_level("not-a-task"))
+    assert len(set(charts.ramp("linf", 4))) == 4
+
+
+# ------------------------------------------------------------------------------------------ saliency
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    import torch
+
+    from medgrid import checkpoint, data, models
+
+    root = tmp_path_factory.mktemp("saliency")
+    arrays = data.generate_synthetic("synthetic", 28, seed=0, n_train=8, n_val=8, n_test=16)
+    data.write_npz(root / "synthetic.npz", arrays)
+    paths = []
+    for norm, eps in (("none", 0.0), ("linf", 2 / 255)):
+        torch.manual_seed(len(paths))
+        model = models.build("cnn-small", 1, 4, 28)
+        settings = {"task": "synthetic", "size": 28, "arch": "cnn-small", "norm": norm, "eps": eps, "seed": 0,
+                    "train_data": "original", "n_channels": 1, "n_classes": 4}
+        paths.append(root / f"{norm}.pt")
+        checkpoint.save(paths[-1], model, settings)
+    return root, paths
+
+
+def test_saliency_figure(tiny_checkpoints, tmp_path):
+    from medgrid import cli
+
+    root, (std, rob) = tiny_checkpoints
+    out = tmp_path / "fig" / "saliency.png"
+    assert cli.main(["saliency", "--checkpoint", str(std), "--checkpoint", str(rob), "--data-dir", str(root),
+                     "--out", str(out), "--n", "3", "--attack-steps", "2"]) == 0
+    arr = _png_ok(out)
+    assert arr.shape[1] > arr.shape[0]  # 3 rows x 5 columns of panels
+
+
+def test_saliency_picks_one_image_per_class_and_refuses_mixed_tasks(tiny_checkpoints, tmp_path):
+    import torch
+
+    from medgrid import checkpoint, models, saliency
+
+    assert saliency.choose_images([2, 2, 0, 1, 0, 1], 4) == [2, 3, 0, 4]
+    root, (std, _) = tiny_checkpoints
+    other = tmp_path / "other.pt"
+    checkpoint.save(other, models.build("cnn-small", 1, 2, 28),
+                    {"task": "breastmnist", "size": 28, "arch": "cnn-small", "norm": "none", "eps": 0.0, "seed": 0,
+                     "n_channels": 1, "n_classes": 2})
+    with pytest.raises(UserError, match="different task"):
+        saliency.saliency_figure([std, other], root, tmp_path / "x.png")
+    with pytest.raises(UserError, match=r"\.png, \.svg or \.pdf"):
+        saliency.saliency_figure([std], root, tmp_path / "x.jpg")
+    assert not (tmp_path / "x.png").exists()
+    x = torch.rand(2, 1, 28, 28)
+    g, pred = saliency.input_gradient(models.build("cnn-small", 1, 4, 28).eval(), x, torch.tensor([0, 1]))
+    assert g.shape == x.shape and g.abs().sum() > 0 and pred.shape == (2,)
+
+
+# ------------------------------------------------------------------------------------------- browser
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    exe = _chromium()
+    if exe is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, timeout=600)
+        exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium, and cannot apt-get install it (needs root and apt)")
+    return exe
+
+
+def test_html_renders_offline_in_headless_chromium(chromium, tmp_path, full_charts):
+    from PIL import Image
+
+    out, _ = full_charts
+    page = (out / "tradeoff.html").read_text()
+    assert 'src="http' not in page and "vegaEmbed" in page  # nothing to fetch: Vega is inlined
+    shot = tmp_path / "shot.png"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1000,800",
+           "--virtual-time-budget=5000", (out / "tradeoff.html").as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), f"chromium made no screenshot: {proc.stderr[-2000:]}"
+    rgb = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int64)
+    # a blank page is one colour and an error message is black text; the rendered chart has coloured
+    # points, bars and labels (blues and oranges) besides its dark axes and text
+    chroma = rgb.max(axis=2) - rgb.min(axis=2)
+    assert rgb.std() > 5 and (chroma > 60).sum() > 300, "the chart HTML rendered blank (is Vega inlined?)"
