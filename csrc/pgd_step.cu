@@ -1,0 +1,242 @@
+// CUDA kernels of medgrid::pgd_step (see pgd_step.h for the formulas).
+//
+// linf: grid-stride elementwise kernel, 16-byte vector loads/stores when every pointer is
+//       16-byte aligned (else one element per access).
+// l2:   one block per sample: block reduction of sum(grad^2), block reduction of sum(d^2)
+//       for the unprojected d, then one write pass that recomputes d and scales it.
+// float16/bfloat16 load and store in their own type and compute in float32
+// (at::opmath_type); float32 and float64 compute in their own precision.
+// Kernels are launched on the current stream (at::cuda::getCurrentCUDAStream()).
+#include "pgd_step.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it drags in cuBLAS/cuSPARSE headers
+#include <torch/library.h>
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace medgrid {
+namespace {
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+template <typename T>
+__device__ __forceinline__ T clamp_nan(T v, T lo, T hi) {
+  return v < lo ? lo : (v > hi ? hi : v);  // NaN propagates, as in torch.clamp
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t linf_value(acc_t xa, acc_t g, acc_t x0, acc_t step, acc_t eps) {
+  const acc_t zero(0), one(1);
+  const acc_t sgn = static_cast<acc_t>(static_cast<int>(g > zero) - static_cast<int>(g < zero));
+  const acc_t d = clamp_nan((xa + step * sgn) - x0, -eps, eps);
+  return clamp_nan(x0 + d, zero, one);
+}
+
+template <typename scalar_t, int VEC>
+__global__ void linf_kernel(const scalar_t* __restrict__ xa, const scalar_t* __restrict__ g,
+                            const scalar_t* __restrict__ x0, scalar_t* __restrict__ out,
+                            int64_t n, at::opmath_type<scalar_t> step,
+                            at::opmath_type<scalar_t> eps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VEC>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nvec = n / VEC;
+  for (int64_t i = tid; i < nvec; i += stride) {
+    const P a = reinterpret_cast<const P*>(xa)[i];
+    const P b = reinterpret_cast<const P*>(g)[i];
+    const P c = reinterpret_cast<const P*>(x0)[i];
+    P o;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      o.v[k] = static_cast<scalar_t>(linf_value<acc_t>(static_cast<acc_t>(a.v[k]),
+                                                       static_cast<acc_t>(b.v[k]),
+                                                       static_cast<acc_t>(c.v[k]), step, eps));
+    }
+    reinterpret_cast<P*>(out)[i] = o;
+  }
+  for (int64_t i = nvec * VEC + tid; i < n; i += stride) {  // tail (< VEC elements)
+    out[i] = static_cast<scalar_t>(linf_value<acc_t>(static_cast<acc_t>(xa[i]),
+                                                     static_cast<acc_t>(g[i]),
+                                                     static_cast<acc_t>(x0[i]), step, eps));
+  }
+}
+
+// Sum over the block; every thread gets the result. `shared` holds >= 32 values.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int nwarps = (blockDim.x + 31) >> 5;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < nwarps ? shared[lane] : T(0);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+    if (lane == 0) shared[0] = v;
+  }
+  __syncthreads();
+  const T total = shared[0];
+  __syncthreads();  // shared may be reused by the next call
+  return total;
+}
+
+// One block per sample; m elements per sample, processed VEC at a time (m % VEC == 0).
+template <typename scalar_t, int VEC>
+__global__ void l2_kernel(const scalar_t* __restrict__ xa, const scalar_t* __restrict__ g,
+                          const scalar_t* __restrict__ x0, scalar_t* __restrict__ out,
+                          int64_t m, at::opmath_type<scalar_t> step,
+                          at::opmath_type<scalar_t> eps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VEC>;
+  __shared__ acc_t shared[32];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * m;
+  const P* pa = reinterpret_cast<const P*>(xa + base);
+  const P* pg = reinterpret_cast<const P*>(g + base);
+  const P* px = reinterpret_cast<const P*>(x0 + base);
+  P* po = reinterpret_cast<P*>(out + base);
+  const int64_t mv = m / VEC;
+  const acc_t zero(0), one(1);
+
+  // 1) ||grad||_2
+  acc_t s(0);
+  for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
+    const P b = pg[i];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t v = static_cast<acc_t>(b.v[k]);
+      s += v * v;
+    }
+  }
+  const acc_t gn = sqrt(block_sum(s, shared));
+  const acc_t coef = step / (gn + static_cast<acc_t>(kGradNormTiny));
+
+  // 2) ||d||_2 of the unprojected difference
+  s = acc_t(0);
+  for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
+    const P a = pa[i], b = pg[i], c = px[i];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t d = static_cast<acc_t>(a.v[k]) + static_cast<acc_t>(b.v[k]) * coef -
+                      static_cast<acc_t>(c.v[k]);
+      s += d * d;
+    }
+  }
+  const acc_t dn = sqrt(block_sum(s, shared));
+  const acc_t factor = dn > eps ? eps / dn : one;  // min(1, eps/||d||), ||d|| = 0 -> 1
+
+  // 3) write
+  for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
+    const P a = pa[i], b = pg[i], c = px[i];
+    P o;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t xv = static_cast<acc_t>(c.v[k]);
+      const acc_t d = (static_cast<acc_t>(a.v[k]) + static_cast<acc_t>(b.v[k]) * coef - xv) * factor;
+      o.v[k] = static_cast<scalar_t>(clamp_nan(xv + d, zero, one));
+    }
+    po[i] = o;
+  }
+}
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+int multiprocessor_count() {
+  int device = 0, sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return std::max(1, sms);
+}
+
+template <typename scalar_t>
+void launch_linf(const scalar_t* xa, const scalar_t* g, const scalar_t* x0, scalar_t* out,
+                 int64_t n, at::opmath_type<scalar_t> step, at::opmath_type<scalar_t> eps,
+                 cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  constexpr int kThreads = 256;
+  const bool vec = aligned16(xa) && aligned16(g) && aligned16(x0) && aligned16(out);
+  const int64_t items = vec ? (n + kVec - 1) / kVec : n;
+  const int sms = multiprocessor_count();
+  const int64_t max_blocks = static_cast<int64_t>(sms) * 8;  // 8 x 256 threads fill an SM
+  const int blocks = static_cast<int>(std::max<int64_t>(1, std::min(max_blocks, (items + kThreads - 1) / kThreads)));
+  if (vec) {
+    linf_kernel<scalar_t, kVec><<<blocks, kThreads, 0, stream>>>(xa, g, x0, out, n, step, eps);
+  } else {
+    linf_kernel<scalar_t, 1><<<blocks, kThreads, 0, stream>>>(xa, g, x0, out, n, step, eps);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t>
+void launch_l2(const scalar_t* xa, const scalar_t* g, const scalar_t* x0, scalar_t* out,
+               int64_t batch, int64_t m, at::opmath_type<scalar_t> step,
+               at::opmath_type<scalar_t> eps, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  TORCH_CHECK(batch <= 2147483647LL, "medgrid::pgd_step: batch too large for one grid");
+  const bool vec = m % kVec == 0 && aligned16(xa) && aligned16(g) && aligned16(x0) && aligned16(out);
+  const int64_t items = vec ? m / kVec : m;
+  const int threads = items >= 8192 ? 512 : (items >= 1024 ? 256 : 128);
+  const dim3 grid(static_cast<unsigned int>(batch));
+  if (vec) {
+    l2_kernel<scalar_t, kVec><<<grid, threads, 0, stream>>>(xa, g, x0, out, m, step, eps);
+  } else {
+    l2_kernel<scalar_t, 1><<<grid, threads, 0, stream>>>(xa, g, x0, out, m, step, eps);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor pgd_step_cuda(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x,
+                         c10::string_view norm, double eps, double alpha, bool targeted) {
+  const Norm which = check_pgd_step_args(x_adv, grad, x, norm, eps, alpha);
+  TORCH_INTERNAL_ASSERT(x_adv.device().is_cuda());
+  const c10::cuda::CUDAGuard device_guard(x_adv.device());
+  const at::Tensor xa_c = x_adv.contiguous();
+  const at::Tensor g_c = grad.contiguous();
+  const at::Tensor x_c = x.contiguous();
+  at::Tensor out = at::empty(x_adv.sizes(), x_adv.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t n = xa_c.numel();
+  if (n == 0) return out;
+  const int64_t batch = xa_c.size(0);
+  const int64_t m = n / batch;
+  const double signed_alpha = targeted ? -alpha : alpha;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();  // = at::cuda::getCurrentCUDAStream()
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xa_c.scalar_type(), "medgrid_pgd_step_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t step = static_cast<acc_t>(signed_alpha);
+    const acc_t e = static_cast<acc_t>(eps);
+    const scalar_t* pa = xa_c.const_data_ptr<scalar_t>();
+    const scalar_t* pg = g_c.const_data_ptr<scalar_t>();
+    const scalar_t* px = x_c.const_data_ptr<scalar_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    if (which == Norm::Linf) {
+      launch_linf(pa, pg, px, po, n, step, e, stream);
+    } else {
+      launch_l2(pa, pg, px, po, batch, m, step, e, stream);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(medgrid, CUDA, m) {
+  m.impl("pgd_step", &pgd_step_cuda);
+}
+
+}  // namespace medgrid

@@ -1,0 +1,61 @@
+// Shared argument checks and constants for medgrid::pgd_step (CPU and CUDA kernels).
+//
+// The op computes one projected-gradient step (step + projection + clamp to [0, 1]):
+//   linf: clamp(x + clamp(x_adv + s*alpha*sign(grad) - x, -eps, eps), 0, 1)
+//   l2:   g = grad / (||grad||_2 + 1e-12);  d = x_adv + s*alpha*g - x;
+//         d *= min(1, eps / ||d||_2);       clamp(x + d, 0, 1)
+// with s = -1 when targeted, norms per sample (over every dim but the first),
+// sign(v) = (v > 0) - (v < 0), and float32 arithmetic for float16/bfloat16 inputs.
+// medgrid/ops.py holds the PyTorch reference both kernels are tested against.
+#pragma once
+
+// Light headers only (no ATen/ATen.h, no torch/extension.h): they keep each translation unit
+// quick to compile.
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
+
+#include <string>
+
+namespace medgrid {
+
+// The constant added to ||grad||_2 before dividing (same value as the reference).
+constexpr double kGradNormTiny = 1e-12;
+
+enum class Norm { Linf, L2 };
+
+// Validates the arguments of pgd_step and returns the parsed norm.
+// Errors (as Python exceptions): ValueError for norm/eps/alpha, TypeError for dtypes,
+// RuntimeError for shapes and devices.
+inline Norm check_pgd_step_args(const at::Tensor& x_adv, const at::Tensor& grad,
+                                const at::Tensor& x, c10::string_view norm, double eps,
+                                double alpha) {
+  const std::string norm_s(norm.data(), norm.size());
+  TORCH_CHECK_VALUE(norm_s == "linf" || norm_s == "l2",
+                    "medgrid::pgd_step: norm must be \"linf\" or \"l2\", got \"", norm_s, "\"");
+  TORCH_CHECK_VALUE(eps >= 0.0, "medgrid::pgd_step: eps must be >= 0, got ", eps);
+  TORCH_CHECK_VALUE(alpha >= 0.0, "medgrid::pgd_step: alpha must be >= 0, got ", alpha);
+  TORCH_CHECK_TYPE(at::isFloatingType(x_adv.scalar_type()),
+                   "medgrid::pgd_step: x_adv must have a floating dtype "
+                   "(float32, float64, float16 or bfloat16), got ",
+                   x_adv.scalar_type());
+  TORCH_CHECK_TYPE(grad.scalar_type() == x_adv.scalar_type(),
+                   "medgrid::pgd_step: dtype mismatch: x_adv is ", x_adv.scalar_type(),
+                   " but grad is ", grad.scalar_type());
+  TORCH_CHECK_TYPE(x.scalar_type() == x_adv.scalar_type(),
+                   "medgrid::pgd_step: dtype mismatch: x_adv is ", x_adv.scalar_type(),
+                   " but x is ", x.scalar_type());
+  TORCH_CHECK(grad.device() == x_adv.device() && x.device() == x_adv.device(),
+              "medgrid::pgd_step: device mismatch: x_adv on ", x_adv.device(), ", grad on ",
+              grad.device(), ", x on ", x.device());
+  TORCH_CHECK(grad.sizes() == x_adv.sizes(), "medgrid::pgd_step: shape mismatch: x_adv ",
+              x_adv.sizes(), " vs grad ", grad.sizes());
+  TORCH_CHECK(x.sizes() == x_adv.sizes(), "medgrid::pgd_step: shape mismatch: x_adv ",
+              x_adv.sizes(), " vs x ", x.sizes());
+  TORCH_CHECK(x_adv.dim() >= 1,
+              "medgrid::pgd_step: inputs need a batch dimension (dim >= 1), got a 0-d tensor");
+  return norm_s == "l2" ? Norm::L2 : Norm::Linf;
+}
+
+}  // namespace medgrid

@@ -1,0 +1,433 @@
+"""medgrid.ops: the fused PGD step against its PyTorch reference, and both against hand-worked values.
+
+Kernel tests skip with the import error when the extension ``medgrid._C`` is not built
+(``pip install --no-build-isolation -e .`` builds it); CUDA tests skip when no GPU is visible.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from medgrid import ops
+
+NEEDS_EXT = pytest.mark.skipif(
+    ops._C is None, reason=f"extension medgrid._C not built: {ops._IMPORT_ERROR}")
+HAS_CUDA_KERNEL = "cuda" in ops._KERNEL_DEVICES
+NEEDS_CUDA = pytest.mark.skipif(
+    not (torch.cuda.is_available() and HAS_CUDA_KERNEL),
+    reason="needs a visible GPU and medgrid._C built with CUDA kernels "
+           f"(cuda available: {torch.cuda.is_available()}, CUDA kernel built: {HAS_CUDA_KERNEL})")
+
+EPS, ALPHA = 8 / 255, 2 / 255
+SHAPES = [(1, 1, 28, 28), (5, 1, 28, 28), (4, 3, 28, 28), (3, 3, 64, 64), (2, 3, 224, 224)]
+# max |fused - reference| allowed for L2 (the norms are summed in another order); L-inf is exact
+L2_ATOL = {torch.float32: 1e-6, torch.float64: 1e-12,
+           torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}  # reduced: one unit in the last place near 1
+
+
+def fused(x_adv, grad, x, *, norm, eps, alpha, targeted=False):
+    return torch.ops.medgrid.pgd_step.default(x_adv, grad, x, norm, eps, alpha, targeted)
+
+
+def make_inputs(shape, *, eps=EPS, dtype=torch.float32, device="cpu", seed=0, zero_grad_rows=()):
+    """x in [0, 1] with some pixels exactly 0 and 1, x_adv within eps of x (some beyond, to be
+    projected back), grad with exact zeros; `zero_grad_rows` get an all-zero gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=gen, dtype=torch.float64)
+    x[x < 0.05] = 0.0
+    x[x > 0.95] = 1.0
+    x_adv = (x + (torch.rand(shape, generator=gen, dtype=torch.float64) * 2.4 - 1.2) * eps).clamp(0, 1)
+    grad = torch.randn(shape, generator=gen, dtype=torch.float64)
+    grad[torch.rand(shape, generator=gen) < 0.1] = 0.0
+    for row in zero_grad_rows:
+        grad[row] = 0.0
+    return tuple(t.to(dtype=dtype, device=device) for t in (x_adv, grad, x))
+
+
+def assert_matches_reference(out, ref, norm):
+    assert out.shape == ref.shape and out.dtype == ref.dtype and out.device == ref.device
+    if norm == "linf":
+        assert torch.equal(out, ref), f"max |diff| = {(out.double() - ref.double()).abs().max().item()}"
+    else:
+        torch.testing.assert_close(out, ref, atol=L2_ATOL[out.dtype], rtol=0)
+
+
+def check_against_reference(x_adv, grad, x, **kw):
+    out = fused(x_adv, grad, x, **kw)
+    ref = ops.pgd_step_reference(x_adv, grad, x, **kw)
+    assert_matches_reference(out, ref, kw["norm"])
+    assert out.is_contiguous()
+    return out
+
+
+# ---------------------------------------------------------------- the reference (no extension needed)
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_linf_hand_worked(impl):
+    if impl == "fused" and ops._C is None:
+        pytest.skip(f"extension medgrid._C not built: {ops._IMPORT_ERROR}")
+    fn = ops.pgd_step_reference if impl == "reference" else fused
+    x = torch.tensor([[0.5, 0.5, 0.0, 1.0, 0.3]])
+    x_adv = torch.tensor([[0.5, 0.52, 0.0, 1.0, 0.31]])
+    grad = torch.tensor([[1.0, -2.0, -1.0, 1.0, 0.0]])
+    kw = dict(norm="linf", eps=0.015, alpha=0.01)
+    out = fn(x_adv, grad, x, **kw, targeted=False)
+    torch.testing.assert_close(out, torch.tensor([[0.51, 0.51, 0.0, 1.0, 0.31]]), atol=1e-7, rtol=0)
+    out = fn(x_adv, grad, x, **kw, targeted=True)  # descends: x_adv - alpha*sign(grad)
+    torch.testing.assert_close(out, torch.tensor([[0.49, 0.515, 0.01, 0.99, 0.31]]), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_l2_hand_worked(impl):
+    if impl == "fused" and ops._C is None:
+        pytest.skip(f"extension medgrid._C not built: {ops._IMPORT_ERROR}")
+    fn = ops.pgd_step_reference if impl == "reference" else fused
+    x = torch.full((2, 1, 2, 2), 0.5, dtype=torch.float64)
+    grad = torch.zeros_like(x)
+    grad[0, 0, 0] = torch.tensor([3.0, 4.0])   # unit direction (0.6, 0.8)
+    grad[1, 0, 1] = torch.tensor([0.0, -2.0])  # unit direction (0, -1)
+    # step 0.1 along the unit gradient, then ||d|| = 0.1 > eps = 0.05: scaled by 0.5
+    out = fn(x.clone(), grad, x, norm="l2", eps=0.05, alpha=0.1)
+    expected = x.clone()
+    expected[0, 0, 0] = torch.tensor([0.53, 0.54], dtype=torch.float64)
+    expected[1, 0, 1, 1] = 0.45
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    # inside the ball: no projection
+    out = fn(x.clone(), grad, x, norm="l2", eps=1.0, alpha=0.1, targeted=True)
+    expected = x.clone()
+    expected[0, 0, 0] = torch.tensor([0.44, 0.42], dtype=torch.float64)
+    expected[1, 0, 1, 1] = 0.6
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_reference_stays_in_ball_and_box(norm):
+    x_adv, grad, x = make_inputs((6, 3, 28, 28), dtype=torch.float64, zero_grad_rows=(2,))
+    out = ops.pgd_step_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=5 * EPS)
+    assert out.min() >= 0 and out.max() <= 1
+    diff = (out - x).flatten(1)
+    if norm == "linf":
+        assert diff.abs().max() <= EPS + 1e-12
+        # alpha > eps: every pixel with a nonzero gradient ends on the ball's edge (or the box's)
+        moved = (grad.flatten(1) != 0) & (x.flatten(1) + EPS <= 1) & (x.flatten(1) - EPS >= 0)
+        torch.testing.assert_close(diff[moved].abs(), torch.full_like(diff[moved], EPS))
+    else:
+        assert (diff.norm(dim=1) <= EPS * (1 + 1e-9)).all()
+
+
+def test_reference_zero_gradient_and_eps_zero_no_nan():
+    x_adv, grad, x = make_inputs((3, 1, 8, 8))
+    zero = torch.zeros_like(grad)
+    for norm in ("linf", "l2"):
+        # from x itself, a zero gradient takes no step (L2: 0/(0 + 1e-12) = 0, no NaN)
+        assert torch.equal(ops.pgd_step_reference(x, zero, x, norm=norm, eps=EPS, alpha=ALPHA), x)
+        # eps = 0 projects onto x itself, also when ||d|| = 0
+        for g in (grad, zero):
+            out = ops.pgd_step_reference(x_adv, g, x, norm=norm, eps=0.0, alpha=ALPHA)
+            assert torch.equal(out, x)
+
+
+# ---------------------------------------------------------------- fused CPU kernel vs reference
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_reference_shapes(shape, norm, targeted):
+    x_adv, grad, x = make_inputs(shape, seed=sum(shape), zero_grad_rows=(0,) if shape[0] > 2 else ())
+    check_against_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA, targeted=targeted)
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("eps,alpha", [(0.0, ALPHA), (EPS, 0.0), (EPS, 4 * EPS), (0.5, 0.25), (0.0, 0.0)],
+                         ids=["eps0", "alpha0", "alpha>eps", "l2-sized", "both0"])
+def test_matches_reference_edge_values(norm, eps, alpha):
+    x_adv, grad, x = make_inputs((4, 3, 16, 16), eps=max(eps, EPS), seed=3, zero_grad_rows=(1,))
+    out = check_against_reference(x_adv, grad, x, norm=norm, eps=eps, alpha=alpha)
+    assert not torch.isnan(out).any()
+    if eps == 0.0:
+        assert torch.equal(out, x)
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_zero_gradient(norm):
+    x_adv, grad, x = make_inputs((3, 3, 28, 28), seed=5)
+    zero = torch.zeros_like(grad)
+    out = check_against_reference(x_adv, zero, x, norm=norm, eps=EPS, alpha=ALPHA)
+    if norm == "linf":  # no step: only the projection of x_adv (already inside, up to the 1.2*eps draw)
+        torch.testing.assert_close(out, torch.clamp(x + (x_adv - x).clamp(-EPS, EPS), 0, 1), atol=0, rtol=0)
+    assert torch.equal(fused(x, zero, x, norm=norm, eps=EPS, alpha=ALPHA), x)
+    assert torch.equal(fused(x, zero, x, norm=norm, eps=0.0, alpha=ALPHA), x)
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "transposed", "mixed"])
+def test_noncontiguous_inputs(norm, layout):
+    x_adv, grad, x = make_inputs((4, 3, 32, 32), seed=7)
+    if layout == "channels_last":
+        args = [t.to(memory_format=torch.channels_last) for t in (x_adv, grad, x)]
+    elif layout == "strided":  # every other column of a wider tensor
+        args = []
+        for t in (x_adv, grad, x):
+            wide = torch.zeros(4, 3, 32, 64)
+            wide[..., ::2] = t
+            args.append(wide[..., ::2])
+    elif layout == "transposed":
+        args = [t.transpose(2, 3).contiguous().transpose(2, 3) for t in (x_adv, grad, x)]
+    else:
+        args = [x_adv.to(memory_format=torch.channels_last), grad.transpose(2, 3).contiguous().transpose(2, 3), x]
+    assert layout == "mixed" or not any(a.is_contiguous() for a in args)
+    out = fused(*args, norm=norm, eps=EPS, alpha=ALPHA)
+    assert out.is_contiguous() and out.shape == x_adv.shape
+    assert_matches_reference(out, ops.pgd_step_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA), norm)
+    assert_matches_reference(out, ops.pgd_step_reference(*args, norm=norm, eps=EPS, alpha=ALPHA), norm)
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_other_dtypes(norm, dtype):
+    x_adv, grad, x = make_inputs((3, 3, 28, 28), dtype=dtype, seed=11)
+    out = check_against_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA, targeted=True)
+    assert out.dtype == dtype
+    if dtype != torch.float64:  # computed in float32 and rounded once, not op by op in `dtype`
+        ref32 = ops.pgd_step_reference(*(t.float() for t in (x_adv, grad, x)), norm=norm, eps=EPS,
+                                       alpha=ALPHA, targeted=True)
+        assert_matches_reference(out, ref32.to(dtype), norm)
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("shape", [(0, 3, 8, 8), (7,), (5, 9)], ids=["empty-batch", "1d", "2d"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_other_ranks(shape, norm):
+    x_adv, grad, x = make_inputs(shape, seed=13)
+    out = check_against_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA)
+    assert out.shape == shape
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_thread_count_does_not_change_result(norm):
+    x_adv, grad, x = make_inputs((16, 3, 64, 64), seed=17)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fused(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA)
+        torch.set_num_threads(max(2, before))
+        many = fused(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many)
+
+
+@NEEDS_EXT
+def test_inputs_not_modified():
+    x_adv, grad, x = make_inputs((2, 3, 16, 16))
+    copies = [t.clone() for t in (x_adv, grad, x)]
+    for norm in ("linf", "l2"):
+        fused(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA)
+    assert all(torch.equal(a, b) for a, b in zip((x_adv, grad, x), copies))
+
+
+@NEEDS_EXT
+def test_build_info():
+    info = ops.build_info()
+    assert set(info) >= {"has_cuda", "openmp", "omp_max_threads", "torch_threads"}
+    assert info["has_cuda"] == HAS_CUDA_KERNEL
+    assert info["openmp"] is True
+    assert info["torch_threads"] == torch.get_num_threads()
+
+
+# ---------------------------------------------------------------- registration, compile
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_opcheck(norm):
+    x_adv, grad, x = make_inputs((3, 2, 5, 4), seed=19)
+    samples = [
+        (x_adv, grad, x, norm, EPS, ALPHA, False),
+        (x_adv, grad, x, norm, EPS, ALPHA, True),
+        tuple(t.to(memory_format=torch.channels_last) for t in (x_adv, grad, x)) + (norm, 0.0, ALPHA, False),
+    ]
+    for args in samples:
+        torch.library.opcheck(torch.ops.medgrid.pgd_step.default, args)
+
+
+@NEEDS_EXT
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+
+    def attack_step(x_adv, grad, x):
+        a = ops.pgd_step(x_adv, grad, x, norm="linf", eps=EPS, alpha=ALPHA)
+        return ops.pgd_step(a, grad, x, norm="l2", eps=0.5, alpha=0.1, targeted=True)
+
+    compiled = torch.compile(attack_step, fullgraph=True, backend="inductor")
+    x_adv, grad, x = make_inputs((4, 3, 8, 8), seed=23)
+    out = compiled(x_adv, grad, x)
+    ref = attack_step(x_adv, grad, x)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    # the graph holds the custom op itself, not the reference's decomposition
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(attack_step, fullgraph=True, backend=capture)(x_adv, grad, x)
+    assert any(n.target is torch.ops.medgrid.pgd_step.default for n in graphs[0].graph.nodes)
+
+
+# ---------------------------------------------------------------- errors
+
+
+@NEEDS_EXT
+def test_op_errors():
+    x_adv, grad, x = make_inputs((2, 3, 4, 4))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        fused(x_adv, grad[:1], x, norm="linf", eps=EPS, alpha=ALPHA)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        fused(x_adv, grad, x.reshape(2, 3, 16), norm="l2", eps=EPS, alpha=ALPHA)
+    with pytest.raises(TypeError, match="dtype mismatch"):
+        fused(x_adv, grad.double(), x, norm="linf", eps=EPS, alpha=ALPHA)
+    with pytest.raises(TypeError, match="dtype mismatch"):
+        fused(x_adv, grad, x.half(), norm="linf", eps=EPS, alpha=ALPHA)
+    with pytest.raises(TypeError, match="floating dtype"):
+        fused(*(t.mul(255).to(torch.uint8) for t in (x_adv, grad, x)), norm="linf", eps=1.0, alpha=1.0)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        fused(x_adv, grad, x, norm="linf", eps=-0.1, alpha=ALPHA)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        fused(x_adv, grad, x, norm="l2", eps=float("nan"), alpha=ALPHA)
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        fused(x_adv, grad, x, norm="l2", eps=EPS, alpha=-1.0)
+    with pytest.raises(ValueError, match='norm must be "linf" or "l2"'):
+        fused(x_adv, grad, x, norm="Linf", eps=EPS, alpha=ALPHA)
+    with pytest.raises(RuntimeError, match="batch dimension"):
+        fused(*(t.sum() for t in (x_adv, grad, x)), norm="linf", eps=EPS, alpha=ALPHA)
+
+
+@pytest.mark.parametrize("fn", [ops.pgd_step, ops.pgd_step_reference], ids=["pgd_step", "reference"])
+def test_wrapper_errors(fn):
+    x_adv, grad, x = make_inputs((2, 3, 4, 4))
+    with pytest.raises(ValueError, match="norm must be"):
+        fn(x_adv, grad, x, norm="l1", eps=EPS, alpha=ALPHA)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be"):
+            fn(x_adv, grad, x, norm="linf", eps=bad, alpha=ALPHA)
+        with pytest.raises(ValueError, match="alpha must be"):
+            fn(x_adv, grad, x, norm="l2", eps=EPS, alpha=bad)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        fn(x_adv, grad[:, :2], x, norm="linf", eps=EPS, alpha=ALPHA)
+    with pytest.raises(TypeError, match="dtype mismatch"):
+        fn(x_adv, grad, x.double(), norm="linf", eps=EPS, alpha=ALPHA)
+    with pytest.raises(TypeError, match="floating dtype"):
+        fn(*(t.to(torch.int64) for t in (x_adv, grad, x)), norm="linf", eps=EPS, alpha=ALPHA)
+    with pytest.raises(ValueError, match="device mismatch"):
+        fn(x_adv, grad.to("meta"), x, norm="linf", eps=EPS, alpha=ALPHA)
+
+
+# ---------------------------------------------------------------- the wrapper's choice of implementation
+
+
+def _count_reference_calls(monkeypatch):
+    calls = []
+    real = ops.pgd_step_reference
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ops, "pgd_step_reference", spy)
+    return calls
+
+
+@NEEDS_EXT
+def test_wrapper_uses_fused_and_env_forces_reference(monkeypatch):
+    x_adv, grad, x = make_inputs((2, 3, 8, 8))
+    calls = _count_reference_calls(monkeypatch)
+    monkeypatch.delenv("MEDGRID_FUSED", raising=False)
+    assert ops.fused_available("cpu")
+    out = ops.pgd_step(x_adv, grad, x, norm="linf", eps=EPS, alpha=ALPHA)
+    assert calls == [] and torch.equal(out, fused(x_adv, grad, x, norm="linf", eps=EPS, alpha=ALPHA))
+    monkeypatch.setenv("MEDGRID_FUSED", "0")
+    assert not ops.fused_available("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deliberate choice: no warning
+        out0 = ops.pgd_step(x_adv, grad, x, norm="linf", eps=EPS, alpha=ALPHA)
+    assert calls == [1] and torch.equal(out0, out)
+
+
+def test_fallback_warns_once(monkeypatch):
+    reference = ops.pgd_step_reference
+    monkeypatch.setattr(ops, "_KERNEL_DEVICES", frozenset())  # as if the extension were not built
+    monkeypatch.setattr(ops, "_warned", False)
+    monkeypatch.delenv("MEDGRID_FUSED", raising=False)
+    calls = _count_reference_calls(monkeypatch)
+    x_adv, grad, x = make_inputs((2, 1, 8, 8))
+    with pytest.warns(RuntimeWarning, match="pure-PyTorch reference"):
+        out = ops.pgd_step(x_adv, grad, x, norm="l2", eps=0.5, alpha=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # only once per process
+        ops.pgd_step(x_adv, grad, x, norm="l2", eps=0.5, alpha=0.1)
+    assert len(calls) == 2
+    assert not ops.fused_available("cpu")
+    assert torch.equal(out, reference(x_adv, grad, x, norm="l2", eps=0.5, alpha=0.1))
+
+
+# ---------------------------------------------------------------- CUDA
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 28, 28), (5, 3, 28, 28), (3, 3, 224, 224), (4, 3, 17, 13)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cuda_matches_reference(shape, dtype, norm, targeted):
+    x_adv, grad, x = make_inputs(shape, dtype=dtype, device="cuda", seed=29, zero_grad_rows=(0,))
+    out = check_against_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA, targeted=targeted)
+    cpu = fused(*(t.cpu() for t in (x_adv, grad, x)), norm=norm, eps=EPS, alpha=ALPHA, targeted=targeted)
+    assert_matches_reference(out.cpu(), cpu, norm)
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_cuda_layouts_edges_and_stream(norm):
+    x_adv, grad, x = make_inputs((4, 3, 32, 32), device="cuda", seed=31, zero_grad_rows=(1,))
+    cl = [t.to(memory_format=torch.channels_last) for t in (x_adv, grad, x)]
+    assert_matches_reference(fused(*cl, norm=norm, eps=EPS, alpha=ALPHA),
+                             ops.pgd_step_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA), norm)
+    # unaligned storage offset: the kernels take their one-element path
+    off = [torch.cat([t.flatten(), t.flatten()[:1]])[1:].view(t.shape) for t in (x_adv, grad, x)]
+    check_against_reference(*off, norm=norm, eps=EPS, alpha=ALPHA)
+    for eps, alpha in ((0.0, ALPHA), (EPS, 0.0), (EPS, 4 * EPS)):
+        out = check_against_reference(x_adv, grad, x, norm=norm, eps=eps, alpha=alpha)
+        assert not torch.isnan(out).any()
+    assert torch.equal(fused(x, torch.zeros_like(grad), x, norm=norm, eps=0.0, alpha=ALPHA), x)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        on_stream = fused(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA)
+    stream.synchronize()
+    assert torch.equal(on_stream, fused(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA))
+
+
+@NEEDS_CUDA
+def test_cuda_errors_opcheck_compile():
+    x_adv, grad, x = make_inputs((2, 3, 8, 8), device="cuda")
+    with pytest.raises(RuntimeError, match="device mismatch"):
+        fused(x_adv, grad.cpu(), x, norm="linf", eps=EPS, alpha=ALPHA)
+    for norm in ("linf", "l2"):
+        torch.library.opcheck(torch.ops.medgrid.pgd_step.default, (x_adv, grad, x, norm, EPS, ALPHA, False))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, g, b: ops.pgd_step(a, g, b, norm="l2", eps=0.5, alpha=0.1), fullgraph=True)
+    torch.testing.assert_close(compiled(x_adv, grad, x), fused(x_adv, grad, x, norm="l2", eps=0.5, alpha=0.1),
+                               atol=1e-6, rtol=0)
