@@ -1,0 +1,128 @@
+"""Whole robust evaluation: work skipping on/off x fused step on/off, and torchattacks.PGD when installed.
+
+Measures wall time and image forward+backward passes (grad_evals) of a PGD evaluation of a standard
+model on the synthetic task over an epsilon grid, for each variant in one process, side by side:
+
+  skip+fused      medgrid default: broken samples leave the batch, fused pgd_step
+  skip+reference  the same with the pure-PyTorch step (MEDGRID_FUSED=0 semantics)
+  noskip+fused    every sample attacked at every epsilon for every step
+  torchattacks    torchattacks.PGD per epsilon (final iterate only), same steps and step size
+
+Prints a table and writes JSON. Not a test: run it, read the ratios.
+
+  python benchmarks/pgd_attack.py [--archs cnn-small resnet18] [--n 1000] [--device cpu] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from medgrid import attacks, checkpoint, data, ops, train
+
+EPS_GRID = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
+
+
+def standard_model(arch: str, device: str, data_dir: Path, epochs: int):
+    ds = data.load("synthetic", 28, data_dir, device=device)
+    hp = train.HParams(epochs=epochs, stop_train_acc=0.995)
+    model, settings = train.train(ds, arch=arch, norm="none", eps=0.0, seed=0, hp=hp, device=device,
+                                  progress=False)
+    return model.eval(), ds
+
+
+def run_medgrid(model, x, y, steps, skip, fused):
+    os.environ["MEDGRID_FUSED"] = "1" if fused else "0"
+    t0 = time.perf_counter()
+    res = attacks.robust_predictions(model, x, y, norm="linf", eps_list=EPS_GRID, steps=steps, skip=skip,
+                                     seed=0, batch_size=500)
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    return wall, sum(r.grad_evals for r in res), [r.correct.float().mean().item() for r in res]
+
+
+def run_torchattacks(model, x, y, steps):
+    import torchattacks
+
+    t0 = time.perf_counter()
+    accs = []
+    for eps in EPS_GRID:
+        atk = torchattacks.PGD(model, eps=eps, alpha=attacks.default_alpha(eps, steps), steps=steps,
+                               random_start=True)
+        correct = 0
+        for s in range(0, len(x), 500):
+            adv = atk(x[s:s + 500], y[s:s + 500])
+            with torch.no_grad():
+                correct += (model(adv).argmax(1) == y[s:s + 500]).sum().item()
+        accs.append(correct / len(x))
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, len(EPS_GRID) * steps * len(x), accs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", nargs="+", default=["cnn-small"], help="e.g. cnn-small resnet18")
+    ap.add_argument("--n", type=int, default=1000, help="test images attacked")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
+    ap.add_argument("--epochs", type=int, default=20, help="max epochs of the standard model")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/out/pgd_attack.json"))
+    args = ap.parse_args()
+    archs = args.archs
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data.prepare("synthetic", 28, tmp, seed=0)
+        for arch in archs:
+            model, ds = standard_model(arch, args.device, Path(tmp), args.epochs)
+            x = data.as_float(ds.test.images[:args.n])
+            y = ds.test.labels[:args.n]
+            variants = {
+                "skip+fused": lambda: run_medgrid(model, x, y, args.steps, True, True),
+                "skip+reference": lambda: run_medgrid(model, x, y, args.steps, True, False),
+                "noskip+fused": lambda: run_medgrid(model, x, y, args.steps, False, True),
+            }
+            try:
+                import torchattacks  # noqa: F401
+                variants["torchattacks"] = lambda: run_torchattacks(model, x, y, args.steps)
+            except ImportError:
+                print("torchattacks not installed: skipped")
+            for name, fn in variants.items():
+                fn()  # warm-up
+                runs = [fn() for _ in range(args.repeats)]
+                rows.append({"arch": arch, "variant": name, "wall_s": statistics.median(r[0] for r in runs),
+                             "grad_evals": runs[0][1], "robust_acc": runs[0][2]})
+            os.environ.pop("MEDGRID_FUSED", None)
+    naive = len(EPS_GRID) * args.steps * args.n
+    print(f"\nrobust evaluation, synthetic 28 px, standard model, linf eps {[round(e * 255) for e in EPS_GRID]}/255,"
+          f" {args.steps} steps, n={args.n}, float32, device={args.device}, threads={args.threads},"
+          f" fused op built: {ops.fused_available(args.device)}; median of {args.repeats}")
+    print(f"{'arch':10} {'variant':15} {'wall s':>8} {'vs skip+fused':>13} {'grad_evals':>10} {'% naive':>8}  robust acc")
+    for arch in archs:
+        base = next(r for r in rows if r["arch"] == arch and r["variant"] == "skip+fused")["wall_s"]
+        for r in (r for r in rows if r["arch"] == arch):
+            print(f"{arch:10} {r['variant']:15} {r['wall_s']:8.2f} {r['wall_s'] / base:12.2f}x {r['grad_evals']:10d}"
+                  f" {100 * r['grad_evals'] / naive:7.1f}%  {[round(a, 3) for a in r['robust_acc']]}")
+    meta = {"device": args.device, "threads": args.threads, "n": args.n, "steps": args.steps, "eps": EPS_GRID,
+            "naive_grad_evals": naive, "torch": torch.__version__, "cpu": platform.processor(),
+            "fused_built": ops.fused_available(args.device)}
+    out = Path(os.environ.get("OUT", "")) / args.json.name if os.environ.get("OUT") else args.json
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
