@@ -118,10 +118,9 @@ def main():
     meta = {"device": args.device, "threads": args.threads, "n": args.n, "steps": args.steps, "eps": EPS_GRID,
             "naive_grad_evals": naive, "torch": torch.__version__, "cpu": platform.processor(),
             "fused_built": ops.fused_available(args.device)}
-    out = Path(os.environ.get("OUT", "")) / args.json.name if os.environ.get("OUT") else args.json
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
