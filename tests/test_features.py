@@ -1,0 +1,252 @@
+"""Ilyas datasets: targets and relabelling, targeted attack success, D_R inversion, npz + table outputs, CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.nn import functional as F
+
+from medgrid import checkpoint, cli, data, features, models, results
+from medgrid.errors import UserError
+
+C = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny batches: one torch thread is faster, and much faster on a busy machine; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_model(channels=1, seed=0):
+    """An untrained cnn-small with fitted normalisation and non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = models.build("cnn-small", channels, C, 28)
+    with torch.no_grad():
+        model.train()(torch.rand(64, channels, 28, 28))
+    return model.eval()
+
+
+def fitted_model(ds, seed=0):
+    """cnn-small fitted to the training split (30 full-batch Adam steps): its outputs depend on the input."""
+    torch.manual_seed(seed)
+    model = models.build("cnn-small", 1, C, 28)
+    model.normalize.fit(ds.train.images)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = data.as_float(ds.train.images), ds.train.labels
+    model.train()
+    for _ in range(30):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    """A small synthetic task on disk (96 train images), a model fitted to it, saved as a standard and as
+    a 'robust' checkpoint."""
+    root = tmp_path_factory.mktemp("features")
+    d = root / "data"
+    data.prepare("synthetic", 28, d, seed=0, n_train=96, n_val=32, n_test=40)
+    ds = data.load("synthetic", 28, d)
+    model = fitted_model(ds)
+    base = {"task": "synthetic", "size": 28, "arch": "cnn-small", "seed": 0, "train_data": "original",
+            "n_channels": 1, "n_classes": C, "data_sha256": ds.sha256}
+    checkpoint.save(root / "std.pt", model, {**base, "norm": "none", "eps": 0.0})
+    checkpoint.save(root / "rob.pt", model, {**base, "norm": "linf", "eps": 4 / 255})
+    return root, d, ds, model
+
+
+# ------------------------------------------------------------------------------------------ targets
+
+
+def test_det_targets_are_next_class():
+    y = torch.arange(40) % C
+    assert torch.equal(features.targets(y, C, "det"), (y + 1) % C)
+
+
+def test_rand_targets_all_and_other():
+    y = torch.randint(0, C, (8000,), generator=torch.Generator().manual_seed(0))
+    t_all = features.targets(y, C, "rand", rand_targets="all", generator=torch.Generator().manual_seed(1))
+    t_oth = features.targets(y, C, "rand", rand_targets="other", generator=torch.Generator().manual_seed(1))
+    assert t_all.min() >= 0 and t_all.max() < C and t_oth.min() >= 0 and t_oth.max() < C
+    # all: t independent of y, so t = y for about 1/C of the images and every class is as frequent
+    assert abs((t_all == y).float().mean().item() - 1 / C) < 0.03
+    assert np.allclose(np.bincount(t_all.numpy(), minlength=C) / len(y), 1 / C, atol=0.03)
+    # other: never y, and the C - 1 other classes equally often
+    assert not (t_oth == y).any()
+    for k in range(C):
+        others = t_oth[y == k]
+        freq = np.bincount(others.numpy(), minlength=C) / len(others)
+        assert freq[k] == 0 and np.allclose(np.delete(freq, k), 1 / (C - 1), atol=0.05)
+    again = features.targets(y, C, "rand", rand_targets="all", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(t_all, again)
+
+
+def test_bad_target_options_raise_user_errors():
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(UserError):
+        features.targets(y, C, "sideways")
+    with pytest.raises(UserError):
+        features.targets(y, C, "rand", rand_targets="some")
+
+
+# ---------------------------------------------------------------------------------- the constructions
+
+
+@pytest.mark.parametrize("norm,eps,alpha", [("linf", 8 / 255, 1 / 255), ("l2", 1.0, 0.2)])
+def test_targeted_attack_moves_predictions_to_targets(task, norm, eps, alpha):
+    _, _, ds, model = task
+    split = data.Split(ds.train.images[:48], ds.train.labels[:48])
+    images, t, success = features.nonrobust(model, split, C, mode="det", norm=norm, eps=eps, step_size=alpha,
+                                            steps=12, batch_size=20, progress=False)
+    assert images.dtype == torch.uint8 and images.shape == split.images.shape
+    assert torch.equal(t, (split.labels + 1) % C)
+    with torch.no_grad():
+        before = (model(data.as_float(split.images)).argmax(1) == t).float().mean().item()
+        after_pred = model(data.as_float(images)).argmax(1)
+    # success is measured on the rounded images the npz holds
+    assert torch.equal(success, after_pred == t)
+    assert success.float().mean().item() >= 0.9 > before + 0.3
+    delta = (images.float() - split.images.float()).flatten(1) / 255
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert (size <= eps + 0.5 / 255 * (1 if norm == "linf" else 28)).all()   # eps ball, up to rounding
+
+
+def test_inversion_matches_representation_and_stays_in_box():
+    torch.manual_seed(0)
+    model = random_model(channels=3)
+    x = torch.rand(8, 3, 28, 28)
+    x0 = torch.rand(8, 3, 28, 28)
+    with torch.no_grad():
+        goal = model.features(x)
+        start = (model.features(x0) - goal).norm(dim=1) / goal.norm(dim=1)
+    # a large step drives many pixels against the box: the clamp must hold them in [0, 1]
+    x_r, rel = features.invert(model, x, x0, steps=10, step_size=2.0)
+    assert x_r.min() >= 0 and x_r.max() <= 1 and torch.isfinite(x_r).all()
+    assert (x_r == 0).any() or (x_r == 1).any()
+    x_r, rel = features.invert(model, x, x0, steps=30, step_size=0.1)
+    assert x_r.min() >= 0 and x_r.max() <= 1
+    assert rel.mean() < 0.5 * start.mean()
+    # from the target itself the distance is 0 and stays finite (no 0/0 in the gradient)
+    x_same, rel_same = features.invert(model, x, x.clone(), steps=2, step_size=0.1)
+    assert torch.isfinite(x_same).all() and torch.isfinite(rel_same).all()
+
+
+def test_robust_dataset_keeps_labels_and_never_starts_from_itself(task):
+    _, _, ds, model = task
+    split = data.Split(ds.train.images[:40], ds.train.labels[:40])
+    images, labels, stats = features.robust(model, split, steps=3, step_size=0.1, init="other", seed=1,
+                                            batch_size=16, progress=False)
+    assert images.dtype == torch.uint8 and images.shape == split.images.shape
+    assert torch.equal(labels, split.labels)
+    assert not (images == split.images).flatten(1).all(1).any()
+    assert 0 <= stats["source_acc"] <= 1 and stats["rep_rel_dist"] >= 0
+    noise, _, _ = features.robust(model, split, steps=2, step_size=0.1, init="noise", seed=1, batch_size=16,
+                                  progress=False)
+    assert not torch.equal(noise, images)
+
+
+def test_attack_success_table_validates():
+    settings = {"task": "synthetic", "size": 28, "arch": "cnn-small", "norm": "none", "eps": 0.0, "seed": 2}
+    df = features.attack_success_table(settings, mode="rand", norm="linf", eps=8 / 255,
+                                       success=torch.tensor([True, False, True, True]))
+    df = results.validate(df)
+    row = df.iloc[0]
+    assert (row.eval_kind, row.metric, row.train_data, row.eval_norm) == ("features", "attack_success",
+                                                                         "drand", "linf")
+    assert row.value == 0.75 and row.n == 4 and row.eval_eps == pytest.approx(8 / 255)
+    assert (row.train_norm, row.train_eps, row.seed) == ("none", 0.0, 2)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_nonrobust_npz_loads_trains_and_evaluates_on_original(task, capsys, tmp_path):
+    root, d, ds, _ = task
+    npz, table = tmp_path / "ddet.npz", tmp_path / "ddet.parquet"
+    code, out, err = run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data-dir", str(d),
+                          "--mode", "det", "--norm", "linf", "--eps", "8/255", "--step-size", "0.01",
+                          "--steps", "3", "--out", str(npz), "--table", str(table)], capsys)
+    assert code == 0, err
+    new = data.load("synthetic", 28, npz=npz)     # the loader's own validation
+    assert torch.equal(new.train.labels, (ds.train.labels + 1) % C)
+    for split in ("val", "test"):
+        assert torch.equal(getattr(new, split).images, getattr(ds, split).images)
+        assert torch.equal(getattr(new, split).labels, getattr(ds, split).labels)
+    assert ((new.train.images.int() - ds.train.images.int()).abs() <= 8).all()
+    assert not torch.equal(new.train.images, ds.train.images)
+    tab = results.read_table(table)
+    assert list(tab.metric) == ["attack_success"] and list(tab.train_data) == ["ddet"]
+    assert tab.n.iloc[0] == len(ds.train) and tab.eval_norm.iloc[0] == "linf"
+    # train on it, then evaluate on the task's own test split: rows carry train_data
+    ckpt, ev = tmp_path / "m.pt", tmp_path / "eval.parquet"
+    code, _, err = run(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none",
+                        "--eps", "0", "--seed", "0", "--data-dir", str(d), "--data", str(npz),
+                        "--train-data", "ddet", "--epochs", "1", "--out", str(ckpt)], capsys)
+    assert code == 0, err
+    code, _, err = run(["evaluate", "--checkpoint", str(ckpt), "--data-dir", str(d), "--attack-norm", "linf",
+                        "--attack-eps", "4/255", "--attack-steps", "2", "--out", str(ev)], capsys)
+    assert code == 0, err
+    tab = results.read_table(ev)
+    assert set(tab.train_data) == {"ddet"} and set(tab.n) == {len(ds.test)}
+
+
+def test_cli_rand_and_robust(task, capsys, tmp_path):
+    root, d, ds, _ = task
+    npz = tmp_path / "drand.npz"
+    code, _, err = run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data-dir", str(d),
+                        "--mode", "rand", "--rand-targets", "other", "--steps", "2", "--out", str(npz),
+                        "--table", str(tmp_path / "drand.parquet")], capsys)
+    assert code == 0, err
+    new = data.load("synthetic", 28, npz=npz)
+    assert not (new.train.labels == ds.train.labels).any()
+    assert results.read_table(tmp_path / "drand.parquet").train_data.iloc[0] == "drand"
+    npz = tmp_path / "drobust.npz"
+    code, _, err = run(["features", "robust", "--checkpoint", str(root / "rob.pt"), "--data-dir", str(d),
+                        "--steps", "3", "--out", str(npz), "--table", str(tmp_path / "drobust.parquet")], capsys)
+    assert code == 0, err
+    new = data.load("synthetic", 28, npz=npz)
+    assert torch.equal(new.train.labels, ds.train.labels)
+    tab = results.read_table(tmp_path / "drobust.parquet")
+    assert set(tab.train_data) == {"drobust"} and set(tab.train_norm) == {"linf"}
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["nonrobust", "--checkpoint", "rob.pt", "--mode", "rand"], "needs a standard"),
+    (["robust", "--checkpoint", "std.pt"], "needs an adversarially trained"),
+    (["nonrobust", "--checkpoint", "std.pt", "--mode", "det", "--steps", "0"], "--steps"),
+    (["nonrobust", "--checkpoint", "std.pt", "--mode", "det", "--eps", "0"], "--eps"),
+    (["robust", "--checkpoint", "rob.pt", "--step-size", "-1"], "--step-size"),
+    (["nonrobust", "--checkpoint", "missing.pt", "--mode", "det"], "missing checkpoint"),
+])
+def test_cli_bad_input_gives_one_line(task, capsys, tmp_path, argv, needle):
+    root, d, _, _ = task
+    argv = [a if not a.endswith(".pt") else str(root / a) for a in argv]
+    out = tmp_path / "x.npz"
+    code, _, err = run(["features", *argv, "--data-dir", str(d), "--out", str(out),
+                        "--table", str(tmp_path / "x.parquet")], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medgrid: error:") and needle in lines[0]
+    assert not out.exists()
+
+
+def test_cli_allow_any_source(task, capsys, tmp_path):
+    root, d, _, _ = task
+    code, _, err = run(["features", "nonrobust", "--checkpoint", str(root / "rob.pt"), "--allow-any-source",
+                        "--data-dir", str(d), "--mode", "det", "--steps", "1", "--out", str(tmp_path / "x.npz"),
+                        "--table", str(tmp_path / "x.parquet")], capsys)
+    assert code == 0, err
+    assert pd.read_parquet(tmp_path / "x.parquet").train_norm.iloc[0] == "linf"

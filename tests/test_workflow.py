@@ -1,0 +1,513 @@
+"""The Snakemake workflow: DAG shape, reruns of exactly the stale cells, lint and format, conda envs.
+
+Every test works on a copy of the workflow (Snakefile, workflow/, config/, envs/, profiles/) in a
+temporary folder. One tiny grid (a BreastMNIST subset, two archs, standard and Linf training, one
+epoch) is run for real once per module; the rerun checks are dry-runs against its outputs and
+Snakemake's metadata, and parse which jobs Snakemake schedules.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
+WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "envs", "profiles")
+CELL_RULES = ("train", "evaluate")
+
+# the tiny grid run for real: 1 task x 2 archs x (none-0, linf-2/255) x 1 seed
+TINY_ARCHS = ("cnn-small", "resnet18")
+TINY_SETTINGS = ("none-0", "linf-2o255")
+
+
+def tiny_config(data_dir: Path) -> dict:
+    """config/config.yaml with the grid, hyperparameters and resources replaced by tiny ones, and
+    the corrupted test sets and the feature datasets turned off."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    hp = dict(epochs=1, batch_size=32, lr=0.01, optimizer="sgd", schedule="constant",
+              weight_decay=0.0, momentum=0.9, attack_steps=1, attack_step_size=None,
+              stop_train_acc=None, standard={}, adversarial={})
+    cfg.update({
+        "data_dir": str(data_dir),
+        "data_seed": 0,
+        "tasks": ["breastmnist"],
+        "sizes": [28],
+        "archs": list(TINY_ARCHS),
+        "seeds": [0],
+        "train_grid": {"none": [0], "linf": ["2/255"]},
+        "attack_grid": {"linf": ["2/255"]},
+        "evaluate": {"attack_steps": 2, "restarts": 1},
+        "hparams": {arch: dict(hp) for arch in TINY_ARCHS},
+        "resources": {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}},
+    })
+    if "shift" in cfg:
+        cfg["shift"]["enabled"] = False
+    if "features" in cfg:
+        cfg["features"]["datasets"] = []
+    return cfg
+
+
+# ------------------------------------------------------------------------------------ helpers
+def tool(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"`{name}` not found beside {sys.executable} or on PATH; "
+                    "install the test tools (pip install -e .[test])")
+    return found
+
+
+def tool_env(**extra) -> dict:
+    """PATH with this interpreter's bin first, so jobs find the `medgrid` console script."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def copy_workflow(dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dst / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dst / part)
+    return dst
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args, check: bool = True, timeout: int = 600, env=None):
+    cmd = [tool("snakemake"), "--cores", "2", *map(str, args)]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env=env or tool_env())
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}) in {workdir}:\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@dataclass
+class Job:
+    rule: str
+    output: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    input: list[str] = field(default_factory=list)
+    reason: str = ""
+    shell: str = ""
+
+
+def parse_dry_run(text: str) -> list[Job]:
+    """The jobs of a `snakemake --dry-run` listing (rule, output, log, input, reason, shell command)."""
+    jobs: list[Job] = []
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?(?:rule|checkpoint) (\S+):$", line)
+        if m:
+            jobs.append(Job(m.group(1)))
+            continue
+        if not jobs:
+            continue
+        m = re.match(r"^    (input|output|log|reason): (.*)$", line)
+        if m:
+            key, value = m.groups()
+            if key == "reason":
+                jobs[-1].reason = value
+            else:
+                getattr(jobs[-1], key).extend(v.strip() for v in value.split(", ") if v.strip())
+        elif line.startswith("Shell command: "):
+            jobs[-1].shell = line[len("Shell command: "):]
+    return jobs
+
+
+def dry_run(workdir: Path, *args, **kw) -> list[Job]:
+    proc = snakemake(workdir, "--dry-run", *args, **kw)
+    text = proc.stdout + "\n" + proc.stderr
+    jobs = parse_dry_run(text)
+    if not jobs:
+        assert "Nothing to be done" in text, text[-3000:]
+    return jobs
+
+
+def by_rule(jobs: list[Job]) -> dict[str, list[Job]]:
+    out: dict[str, list[Job]] = {}
+    for job in jobs:
+        out.setdefault(job.rule, []).append(job)
+    return out
+
+
+def cell_dir(arch: str, setting: str, task="breastmnist", size=28, seed=0) -> str:
+    return f"results/{task}/{size}/{arch}/{setting}/seed{seed}"
+
+
+def cells_of(jobs: list[Job], rule: str) -> set[str]:
+    """The cell folders whose `rule` jobs are scheduled."""
+    return {str(Path(job.output[0]).parents[0 if rule == "train" else 1]) for job in jobs
+            if job.rule == rule}
+
+
+def assert_reruns_exactly(jobs: list[Job], changed_cells: set[str], all_cells: set[str]):
+    """The changed cells are trained (or evaluated) again, no job writes into another cell, the
+    data is not prepared again and the summary is rebuilt."""
+    rules = by_rule(jobs)
+    assert "prepare_data" not in rules, [j.output for j in rules["prepare_data"]]
+    assert "aggregate" in rules, sorted(rules)
+    untouched = all_cells - changed_cells
+    for job in jobs:
+        for out in job.output:
+            assert not any(out.startswith(c + "/") for c in untouched), (job.rule, out, job.reason)
+    assert cells_of(jobs, "evaluate") == changed_cells
+
+
+# A sitecustomize module for the tiny run's jobs: records the top-level modules that import
+# statements in medgrid's code (module level or inside functions) ask for, and prints them on exit.
+RECORD_IMPORTS = """
+import atexit, builtins, sys
+
+_seen = set()
+_import = builtins.__import__
+
+
+def _recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and globals and str(globals.get("__name__", "")).split(".")[0] == "medgrid":
+        _seen.add(name.split(".")[0])
+    return _import(name, globals, locals, fromlist, level)
+
+
+builtins.__import__ = _recording_import
+atexit.register(lambda: _seen and print("medgrid-imports:", *sorted(_seen), file=sys.stderr))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A folder of 'already-downloaded' MedMNIST files: a BreastMNIST subset (64/16/32 images),
+    from ../shared/data/medmnist when it is there, else random images of the same layout."""
+    folder = tmp_path_factory.mktemp("medmnist")
+    rng = np.random.default_rng(0)
+    counts = {"train": 64, "val": 16, "test": 32}
+    arrays = {}
+    source = SHARED_MEDMNIST / "breastmnist.npz"
+    if source.exists():
+        with np.load(source) as z:
+            for split, n in counts.items():
+                labels = z[f"{split}_labels"]
+                # both classes in every split: the first n/2 of each
+                idx = np.concatenate([np.flatnonzero(labels[:, 0] == c)[: n // 2] for c in (0, 1)])
+                arrays[f"{split}_images"] = z[f"{split}_images"][idx]
+                arrays[f"{split}_labels"] = labels[idx]
+    else:
+        for split, n in counts.items():
+            arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+            arrays[f"{split}_labels"] = (np.arange(n) % 2).astype(np.uint8)[:, None]
+    np.savez(folder / "breastmnist.npz", **arrays)
+    os.chmod(folder / "breastmnist.npz", 0o444)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_data):
+    """The tiny grid run for real in a copy of the workflow whose config/config.yaml is the tiny
+    config. Each job's log ends with the modules medgrid's code imported (RECORD_IMPORTS)."""
+    work = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
+    write_yaml(work / "config" / "config.yaml", tiny_config(tiny_data))
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tiny_data.iterdir()}
+    hook = tmp_path_factory.mktemp("hook")
+    (hook / "sitecustomize.py").write_text(RECORD_IMPORTS)
+    snakemake(work, timeout=1500, env=tool_env(PYTHONPATH=str(hook)))
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tiny_data.iterdir()}
+    assert after == before, "the workflow wrote into config data_dir"
+    return work
+
+
+TINY_CELLS = {cell_dir(a, s) for a in TINY_ARCHS for s in TINY_SETTINGS}
+
+
+# ------------------------------------------------------------------------------------ DAG shape
+def test_default_config_builds_the_paper_grid_offline(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    settings = sum(len(v) for v in cfg["train_grid"].values())
+    grid = len(cfg["tasks"]) * len(cfg["sizes"]) * len(cfg["archs"]) * settings * len(cfg["seeds"])
+    assert grid == 5 * 1 * 2 * 8 * 3
+    jobs = dry_run(work)
+    rules = by_rule(jobs)
+    assert len(rules["train"]) == grid
+    assert len(rules["evaluate"]) == grid
+    assert len(rules["prepare_data"]) == len(cfg["tasks"]) * len(cfg["sizes"])
+    assert len(rules["aggregate"]) == 1
+    assert len(rules["all"]) == 1
+    # every cell's table reaches the summary
+    (agg,) = rules["aggregate"]
+    assert {j.output[0] for j in rules["evaluate"]} <= set(agg.input)
+    # canonical cell folders, e.g. linf-2o255 for 2/255 and l2-0.25
+    folders = {Path(j.output[0]).parent.parent.name for j in rules["train"]}
+    assert folders == {"none-0", "linf-1o255", "linf-2o255", "linf-4o255", "linf-8o255",
+                       "l2-0.25", "l2-0.5", "l2-1"}
+    # a dry-run downloads nothing
+    assert not (work / "resources").exists()
+
+
+def test_demo_config_dag(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    jobs = dry_run(work, "--configfile", "config/demo.yaml")
+    rules = by_rule(jobs)
+    assert len(rules["prepare_data"]) == 2
+    assert len(rules["train"]) == len(rules["evaluate"]) == 2 * 4
+    cmds = {j.output[0]: j.shell for j in rules["train"]}
+    std = cmds["results/synthetic/28/cnn-small/none-0/seed0/model.pt"]
+    adv = cmds["results/synthetic/28/cnn-small/linf-2o255/seed0/model.pt"]
+    assert "--stop-train-acc 0.995" in std and "--attack-steps" not in std
+    assert "--eps 2/255" in adv and "--attack-steps 5" in adv
+    assert all("--source-dir" not in j.shell for j in rules["prepare_data"])
+
+
+def test_local_data_config_copies_instead_of_downloading(tmp_path):
+    if not SHARED_MEDMNIST.is_dir():
+        pytest.skip(f"no already-downloaded MedMNIST files at {SHARED_MEDMNIST}")
+    # the config as shipped: data_dir ../shared/data/medmnist, relative to the working directory
+    work = copy_workflow(tmp_path / "wf")
+    (tmp_path / "shared").symlink_to(SHARED_MEDMNIST.parents[1], target_is_directory=True)
+    jobs = dry_run(work, "--configfile", "config/local-data.yaml")
+    prep = by_rule(jobs)["prepare_data"]
+    assert sorted(j.output[0] for j in prep) == [
+        "resources/data/breastmnist.npz", "resources/data/pneumoniamnist.npz"]
+    for job in prep:
+        name = Path(job.output[0]).name
+        assert job.input == [f"../shared/data/medmnist/{name}"]
+        assert "--source-dir ../shared/data/medmnist" in job.shell
+    assert len(by_rule(jobs)["train"]) == 2 * 1 * 6 * 3
+
+
+def test_epsilons_have_one_canonical_token(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    write_yaml(work / "config" / "eps.yaml", {
+        "tasks": ["synthetic"], "archs": ["cnn-small"], "seeds": [0],
+        "train_grid": {"none": [0], "linf": [2 / 255, "4/255", 0.01], "l2": [0.5, 1.0]},
+        "shift": {"enabled": False}, "features": {"datasets": []}})
+    jobs = dry_run(work, "--configfile", "config/eps.yaml")
+    train = {Path(j.output[0]).parent.parent.name: j.shell for j in by_rule(jobs)["train"]}
+    assert set(train) == {"none-0", "linf-2o255", "linf-4o255", "linf-0.01", "l2-0.5", "l2-1"}
+    assert "--eps 2/255" in train["linf-2o255"] and "--eps 0.01" in train["linf-0.01"]
+    # two spellings of one epsilon are one cell: refused as a duplicate
+    write_yaml(work / "config" / "dup.yaml", {"train_grid": {"linf": ["2/255", 2 / 255]}})
+    proc = snakemake(work, "--dry-run", "--configfile", "config/dup.yaml", check=False)
+    assert proc.returncode != 0 and "listed twice" in proc.stderr + proc.stdout
+    # a non-canonical spelling of a cell path matches no rule
+    proc = snakemake(work, "--dry-run", "results/synthetic/28/cnn-small/l2-0.50/seed0/model.pt",
+                     "--configfile", "config/eps.yaml", check=False)
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"tasks": ["chestmnist"]}, "chestmnist"),
+    ({"archs": ["vgg16"]}, "vgg16"),
+    ({"train_grid": {"l2": [-0.5]}}, "-0.5"),
+    ({"hparams": {"cnn-small": {"lr": "fast"}}}, "fast"),
+])
+def test_schema_rejects_bad_config(tmp_path, override, message):
+    work = copy_workflow(tmp_path / "wf")
+    write_yaml(work / "config" / "bad.yaml", override)
+    proc = snakemake(work, "--dry-run", "--configfile", "config/bad.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ValidationError" in text and message in text, text[-2000:]
+
+
+# ------------------------------------------------------------------------------------ reruns
+def test_complete_run_has_nothing_to_do(tiny_run):
+    assert dry_run(tiny_run) == []
+    summary = pd.read_parquet(tiny_run / "results" / "summary.parquet")
+    cells = summary.groupby(["arch", "train_norm", "train_eps"]).size()
+    assert len(cells) == len(TINY_CELLS)
+    assert set(summary["eval_kind"]) == {"clean", "pgd"}
+    assert (tiny_run / "resources" / "data" / "breastmnist.npz").is_file()
+    for cell in TINY_CELLS:
+        for name in ("train.log", "train.benchmark.tsv", "evaluate.log", "evaluate.benchmark.tsv"):
+            assert (tiny_run / cell.replace("results/", "logs/", 1) / name).is_file(), (cell, name)
+
+
+def test_learning_rate_of_one_arch_reruns_that_arch_only(tiny_run):
+    write_yaml(tiny_run / "config" / "lr.yaml", {"hparams": {"cnn-small": {"lr": 0.02}}})
+    jobs = dry_run(tiny_run, "--configfile", "config/lr.yaml")
+    changed = {cell_dir("cnn-small", s) for s in TINY_SETTINGS}
+    assert cells_of(jobs, "train") == changed
+    assert all("Params have changed" in j.reason for j in jobs if j.rule == "train")
+    assert all("--lr 0.02" in j.shell for j in jobs if j.rule == "train")
+    assert_reruns_exactly(jobs, changed, TINY_CELLS)
+
+
+def test_adversarial_setting_reruns_adversarial_cells_only(tiny_run):
+    write_yaml(tiny_run / "config" / "steps.yaml", {"hparams": {"resnet18": {"attack_steps": 2}}})
+    jobs = dry_run(tiny_run, "--configfile", "config/steps.yaml")
+    changed = {cell_dir("resnet18", "linf-2o255")}
+    assert cells_of(jobs, "train") == changed
+    assert_reruns_exactly(jobs, changed, TINY_CELLS)
+
+
+def test_new_epsilon_schedules_only_new_cells(tiny_run):
+    write_yaml(tiny_run / "config" / "eps.yaml", {"train_grid": {"linf": ["2/255", "4/255"]}})
+    jobs = dry_run(tiny_run, "--configfile", "config/eps.yaml")
+    new = {cell_dir(a, "linf-4o255") for a in TINY_ARCHS}
+    assert cells_of(jobs, "train") == new
+    assert all("Missing output files" in j.reason for j in jobs if j.rule in CELL_RULES)
+    assert_reruns_exactly(jobs, new, TINY_CELLS | new)
+    (agg,) = by_rule(jobs)["aggregate"]
+    assert len([t for t in agg.input if t.endswith("eval.parquet")]) == len(TINY_CELLS) + 2
+
+
+def test_attack_grid_change_reevaluates_without_retraining(tiny_run):
+    write_yaml(tiny_run / "config" / "attack.yaml", {"attack_grid": {"linf": ["2/255", "4/255"]}})
+    jobs = dry_run(tiny_run, "--configfile", "config/attack.yaml")
+    assert cells_of(jobs, "train") == set()
+    assert_reruns_exactly(jobs, TINY_CELLS, TINY_CELLS)
+
+
+def test_deleted_checkpoint_reruns_that_cell_only(tiny_run):
+    cell = cell_dir("cnn-small", "linf-2o255")
+    model = tiny_run / cell / "model.pt"
+    aside = model.with_name("model.pt.aside")
+    model.rename(aside)
+    try:
+        jobs = dry_run(tiny_run)
+    finally:
+        aside.rename(model)
+    assert cells_of(jobs, "train") == {cell}
+    assert_reruns_exactly(jobs, {cell}, TINY_CELLS)
+    assert dry_run(tiny_run) == []
+
+
+# ------------------------------------------------------------------------------------ style
+def test_lint_is_clean(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    proc = snakemake(work, "--lint", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Congratulations" in text, text[-4000:]
+
+
+def test_snakefmt_is_clean():
+    proc = subprocess.run([tool("snakefmt"), "--check", "."], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------ conda envs
+def rule_envs() -> dict[str, Path]:
+    """rule name -> the conda env file of its `conda:` directive (relative to its .smk file)."""
+    envs = {}
+    for smk in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        text = smk.read_text()
+        for block in re.split(r"^(?=rule \S+:)", text, flags=re.M):
+            m = re.match(r"rule (\S+):", block)
+            if not m or m.group(1) == "all":
+                continue
+            env = re.search(r"^    conda:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
+            assert env, f"rule {m.group(1)} in {smk.name} has no conda: directive"
+            envs[m.group(1)] = (smk.parent / env.group(1)).resolve()
+    return envs
+
+
+CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-cpu": "torch", "pytorch-gpu": "torch",
+                 "matplotlib-base": "matplotlib"}
+
+
+def norm_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def env_packages(path: Path) -> set[str]:
+    spec = yaml.safe_load(path.read_text())
+    names = set()
+    for dep in spec["dependencies"]:
+        items = dep["pip"] if isinstance(dep, dict) else [dep]
+        for item in items:
+            name = re.split(r"[\s=<>!~\[;]", item.strip(), maxsplit=1)[0]
+            if name and not name.startswith(("-", ".", "/")):
+                names.add(CONDA_TO_PYPI.get(norm_name(name), norm_name(name)))
+    return names
+
+
+def closure(names: set[str]) -> set[str]:
+    """The names and everything they require (non-extra requirements, transitively), as installed here."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for text in reqs:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or "extra" not in str(req.marker):
+                todo.append(norm_name(req.name))
+    return seen
+
+
+def imported_top_modules(log_text: str) -> set[str]:
+    """Third-party top-level modules medgrid's code imported in a job (RECORD_IMPORTS' line)."""
+    found = set()
+    for line in log_text.splitlines():
+        if line.startswith("medgrid-imports: "):
+            found |= set(line.split()[1:])
+    return {m for m in found if m != "medgrid" and m not in sys.stdlib_module_names}
+
+
+def test_env_files_parse_and_name_what_their_rules_import(tiny_run):
+    envs = rule_envs()
+    for path in sorted(set(envs.values())):
+        assert path.is_file(), f"missing conda env file {path}"
+        spec = yaml.safe_load(path.read_text())
+        assert spec["channels"] and spec["dependencies"], path
+        assert any(str(d).replace(" ", "") == "python=3.11" for d in spec["dependencies"]), path
+        deploy = path.with_name(path.stem + ".post-deploy.sh")
+        assert deploy.is_file(), f"{path.name}: no {deploy.name} installing medgrid"
+        assert re.search(r"pip install .*-e \.", deploy.read_text()), deploy
+    # which modules each rule's jobs imported in the tiny run
+    listing = dry_run(tiny_run, "--forceall")
+    dists = importlib.metadata.packages_distributions()
+    checked, problems = set(), []
+    for job in listing:
+        if job.rule not in envs or not job.log:
+            continue
+        log = tiny_run / job.log[0]
+        modules = imported_top_modules(log.read_text(errors="replace")) if log.exists() else set()
+        if not modules:
+            continue
+        checked.add(job.rule)
+        covered = closure(env_packages(envs[job.rule]))
+        for module in sorted(modules):
+            owners = {norm_name(d) for d in dists.get(module, [])}
+            if not owners:
+                problems.append(f"{job.rule}: imports {module}, which no installed distribution provides")
+            elif not owners & covered:
+                problems.append(f"{job.rule}: imports {module} ({', '.join(sorted(owners))}), "
+                                f"not named in {envs[job.rule].name} nor required by what it names")
+    assert {"prepare_data", "train", "evaluate", "aggregate"} <= checked, checked
+    assert not problems, "\n".join(sorted(set(problems)))

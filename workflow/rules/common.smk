@@ -1,0 +1,288 @@
+"""Config validation, the grid, epsilon tokens and per-rule settings.
+
+Everything the rules need that is more than a wildcard lives here, so the rules stay one `medgrid`
+call each. The grid is the product tasks x sizes x archs x (norm, eps) x seeds; a cell is the folder
+results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/.
+"""
+
+import itertools
+import re
+from fractions import Fraction
+
+from snakemake.utils import validate
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+DATA_DIR = "resources/data"
+SYNTHETIC_TASKS = ("synthetic", "synthetic-rgb")
+ADVERSARIAL_ONLY = ("attack_steps", "attack_step_size")
+
+
+# ----------------------------------------------------------------------------- epsilon tokens
+# The one place where an epsilon becomes a path token and back. Tokens are canonical, so two
+# spellings of one value (0.5 and 0.50, 2/255 and 0.00784313725490196) give one cell:
+#   none-0            standard training (norm none has only eps 0)
+#   linf-2o255        Linf eps that is a whole number of grey levels, k/255
+#   l2-0.5, linf-0.01 any other eps: the shortest decimal that reads back to the same float
+
+
+def eps_value(eps):
+    """An epsilon as config or a token writes it (0.5, "0.5", "2/255", "2o255") -> float >= 0."""
+    text = re.sub(r"\s", "", str(eps))
+    num, _, den = re.sub("[o/]", " ", text).partition(" ")
+    return float(Fraction(num) / Fraction(den or 1))
+
+
+def eps_token(norm, eps):
+    """The canonical token of an epsilon under a norm: "0", "2o255", "0.5" (see above)."""
+    value = eps_value(eps)
+    if norm == "none" or value == 0:
+        return "0"
+    if norm == "linf":
+        grey = Fraction(value * 255).limit_denominator(1000)
+        if grey.denominator == 1 and abs(grey.numerator / 255 - value) < 1e-12:
+            return f"{grey.numerator}o255"
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def eps_arg(token):
+    """A token as the `medgrid` CLI reads it: "2o255" -> "2/255", "0.5" -> "0.5"."""
+    num, _, den = token.partition("o")
+    return f"{num}/{den}" if den else num
+
+
+# ----------------------------------------------------------------------------- the grid
+def _tokens(grid):
+    """{norm: [canonical tokens]} of an epsilon grid, sorted by value, duplicates refused."""
+    out = {}
+    for norm, values in grid.items():
+        tokens = [eps_token(norm, v) for v in values]
+        dup = sorted({t for t in tokens if tokens.count(t) > 1})
+        if dup:
+            raise ValueError(
+                f"config: {norm} epsilons {dup} are listed twice (perhaps as 0.5 and 0.50)"
+            )
+        if tokens:
+            out[norm] = sorted(tokens, key=eps_value)
+    return out
+
+
+TRAIN_GRID = _tokens(config["train_grid"])
+ATTACK_GRID = _tokens(config["attack_grid"])
+if TRAIN_GRID.get("none", ["0"]) != ["0"]:
+    raise ValueError(
+        "config: train_grid.none must be [0] (standard training has no epsilon)"
+    )
+if not TRAIN_GRID:
+    raise ValueError("config: train_grid lists no training setting")
+_missing = [a for a in config["archs"] if a not in config["hparams"]]
+if _missing:
+    raise ValueError(f"config: hparams has no entry for archs {_missing}")
+
+
+def cells(**only):
+    """Every cell of the grid as a dict of wildcards; keyword arguments keep matching cells only
+    (e.g. cells(norm="none") for the standard models)."""
+    settings = [(n, e) for n, tokens in TRAIN_GRID.items() for e in tokens]
+    for task, size, arch, (norm, eps), seed in itertools.product(
+        config["tasks"], config["sizes"], config["archs"], settings, config["seeds"]
+    ):
+        cell = dict(task=task, size=size, arch=arch, norm=norm, eps=eps, seed=seed)
+        if all(str(cell[k]) == str(v) for k, v in only.items()):
+            yield cell
+
+
+def grid_paths(pattern, **only):
+    """`pattern` (a path with cell wildcards, e.g. rules.evaluate.output.table) for every cell."""
+    return [pattern.format(**cell) for cell in cells(**only)]
+
+
+def dataset_stem(task, size):
+    """MedMNIST's file naming: {task}.npz at 28 px, {task}_{size}.npz otherwise."""
+    return task if int(size) == 28 else f"{task}_{size}"
+
+
+DATASETS = {
+    dataset_stem(t, s): dict(task=t, size=s)
+    for t, s in itertools.product(config["tasks"], config["sizes"])
+}
+
+
+def _alternatives(values):
+    return "|".join(
+        re.escape(str(v)) for v in sorted(set(map(str, values)), key=len, reverse=True)
+    )
+
+
+# Wildcards match exactly the values in the config, so one cell has one path.
+wildcard_constraints:
+    task=_alternatives(config["tasks"]),
+    size=_alternatives(config["sizes"]),
+    arch=_alternatives(config["archs"]),
+    norm=_alternatives(TRAIN_GRID),
+    eps=_alternatives(t for tokens in TRAIN_GRID.values() for t in tokens),
+    seed=_alternatives(config["seeds"]),
+    dataset=_alternatives(DATASETS),
+
+
+# ----------------------------------------------------------------------------- targets
+# Per-cell result tables that `medgrid aggregate` concatenates, and the final targets of `rule all`.
+# Rule files append to these after defining their rules, e.g. in shift.smk:
+#     RESULT_TABLES.extend(grid_paths(rules.shift.output.table))
+#     FINAL_TARGETS.extend(...)
+RESULT_TABLES = []
+FINAL_TARGETS = []
+
+
+def result_tables(wildcards=None):
+    return RESULT_TABLES
+
+
+def all_targets():
+    """The inputs of the target rule `all`, as registered by the included rule files."""
+    return FINAL_TARGETS
+
+
+# ----------------------------------------------------------------------------- input and params
+def data_npz(wildcards):
+    """The prepared npz of a cell's task and size."""
+    return f"{DATA_DIR}/{dataset_stem(wildcards.task, wildcards.size)}.npz"
+
+
+def source_npz(wildcards):
+    """The already-downloaded MedMNIST file that `prepare_data` copies, when config data_dir is set."""
+    task = DATASETS[wildcards.dataset]["task"]
+    if config.get("data_dir") and task not in SYNTHETIC_TASKS:
+        return {"source": f"{config['data_dir']}/{wildcards.dataset}.npz"}
+    return {}
+
+
+def prepare_options(wildcards, input):
+    """Seed of the synthetic tasks; copy instead of download when a source file is given."""
+    task = DATASETS[wildcards.dataset]["task"]
+    if task in SYNTHETIC_TASKS:
+        return f"--seed {config['data_seed']}"
+    if "source" in input.keys():
+        return f"--source-dir {config['data_dir']}"
+    return ""
+
+
+def _flags(options):
+    """{"batch_size": 128, "lr": 0.1, "x": None} -> "--batch-size 128 --lr 0.1" (None omitted)."""
+    return " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None
+    )
+
+
+def train_options(wildcards):
+    """The training hyperparameters of a cell as CLI flags: the arch's settings, overridden by its
+    `standard` or `adversarial` block. Attack settings reach adversarial cells only, so changing
+    them does not rerun standard models."""
+    hp = config["hparams"][wildcards.arch]
+    kind = "standard" if wildcards.norm == "none" else "adversarial"
+    merged = {k: v for k, v in hp.items() if k not in ("standard", "adversarial")}
+    merged.update(hp.get(kind, {}))
+    if kind == "standard":
+        merged = {k: v for k, v in merged.items() if k not in ADVERSARIAL_ONLY}
+    return _flags(dict(sorted(merged.items())))
+
+
+def attack_options():
+    """The attack grid as `medgrid evaluate` flags, one --attack-norm/--attack-eps pair per norm."""
+    return " ".join(
+        f"--attack-norm {norm} --attack-eps {','.join(eps_arg(t) for t in tokens)}"
+        for norm, tokens in ATTACK_GRID.items()
+    )
+
+
+def evaluate_options():
+    return _flags(
+        {
+            "attack_steps": config["evaluate"]["attack_steps"],
+            "restarts": config["evaluate"]["restarts"],
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- resources
+def _rule_setting(rule, key):
+    spec = config["resources"]
+    return spec.get(rule, {}).get(key, spec["default"][key])
+
+
+def threads_for(rule):
+    return _rule_setting(rule, "threads")
+
+
+def resource(rule, key):
+    """mem_mb, runtime (minutes) or gpu of a rule: config resources.<rule>, else resources.default."""
+    return _rule_setting(rule, key)
+
+
+# ----------------------------------------------------------------------------- corrupted test sets
+# Used by shift.smk, which also holds the table SHIFT_CORRUPTIONS (task -> its corruptions).
+SHIFT = config["shift"]
+SHIFT_ROOT = "resources/medmnist-c"
+# MedMNIST-C's Zenodo record has every task but TissueMNIST-C (generated instead).
+SHIFT_NOT_ON_ZENODO = ("tissuemnist",)
+
+
+def shift_source(task):
+    """download (official files) or generate; generated where MedMNIST-C has no file."""
+    published = task not in SYNTHETIC_TASKS and task not in SHIFT_NOT_ON_ZENODO
+    return "download" if SHIFT["source"] == "download" and published else "generate"
+
+
+def shift_corrupt_at(task):
+    """224 (the 224-px test set) or model_size; synthetic tasks have no 224-px version."""
+    return "model_size" if task in SYNTHETIC_TASKS else str(SHIFT["corrupt_at"])
+
+
+def shift_inputs(wildcards):
+    """The cell's clean test set (labels are checked against it) and, when the 224-px test set is
+    corrupted, that file: from the grid's data when 224 is a grid size, else from shift_source_224.
+    """
+    inputs = {"data": data_npz(wildcards)}
+    task, size = wildcards.task, int(wildcards.size)
+    if (
+        shift_source(task) == "generate"
+        and shift_corrupt_at(task) == "224"
+        and size != 224
+    ):
+        if 224 in config["sizes"]:
+            inputs["clean"] = f"{DATA_DIR}/{dataset_stem(task, 224)}.npz"
+        else:
+            inputs["clean"] = f"{SHIFT_ROOT}/source/{dataset_stem(task, 224)}.npz"
+    return inputs
+
+
+def shift_prepare_options(wildcards, input):
+    options = _flags(
+        {
+            "source": shift_source(wildcards.task),
+            "corrupt_at": shift_corrupt_at(wildcards.task),
+            "upsample": SHIFT["upsample"],
+            "seed": SHIFT["seed"],
+            "data_seed": config["data_seed"],
+        }
+    )
+    if "clean" in input.keys():
+        options += f" --clean-npz {input.clean}"
+    return options
+
+
+def shift_source_224_input(wildcards):
+    """The already-downloaded 224-px file to copy, when config data_dir is set."""
+    if config.get("data_dir"):
+        return {"source": f"{config['data_dir']}/{wildcards.task}_224.npz"}
+    return {}
+
+
+def shift_sets(wildcards):
+    """Every corrupted test set of the cell's task at its size."""
+    return [
+        f"{SHIFT_ROOT}/{wildcards.size}/{wildcards.task}/{name}.npz"
+        for name in SHIFT_CORRUPTIONS[wildcards.task]
+    ]

@@ -1,0 +1,28 @@
+# Clean and PGD metrics of one cell's model on its task's test split, as a tidy table.
+rule evaluate:
+    input:
+        model=rules.train.output.model,
+        data=data_npz,
+    output:
+        table="results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/metrics/eval.parquet",
+    log:
+        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/evaluate.log",
+    benchmark:
+        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/evaluate.benchmark.tsv"
+    conda:
+        "../../envs/medgrid.yaml"
+    threads: threads_for("evaluate")
+    resources:
+        mem_mb=resource("evaluate", "mem_mb"),
+        runtime=resource("evaluate", "runtime"),
+        gpu=resource("evaluate", "gpu"),
+    params:
+        attacks=attack_options(),
+        options=evaluate_options(),
+    shell:
+        "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data})"
+        " --data {input.data} --out {output.table} {params.attacks} {params.options}"
+        " --threads {threads} > {log} 2>&1"
+
+
+RESULT_TABLES.extend(grid_paths(rules.evaluate.output.table))

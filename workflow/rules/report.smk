@@ -1,0 +1,150 @@
+# One tidy table from every cell's tables: results/summary.{parquet,csv} and the seed-aggregated
+# view results/summary_by_seed.parquet (mean, std, 95% interval over seeds).
+rule aggregate:
+    input:
+        tables=result_tables,
+    output:
+        summary="results/summary.parquet",
+        csv=report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"table": "all measurements"},
+        ),
+        by_seed="results/summary_by_seed.parquet",
+    log:
+        "logs/aggregate.log",
+    benchmark:
+        "logs/aggregate.benchmark.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_for("aggregate")
+    resources:
+        mem_mb=resource("aggregate", "mem_mb"),
+        runtime=resource("aggregate", "runtime"),
+        gpu=resource("aggregate", "gpu"),
+    shell:
+        "medgrid aggregate --out {output.summary} {input.tables} > {log} 2>&1"
+
+
+FINAL_TARGETS.extend(rules.aggregate.output)
+
+
+# The five charts of the summary, each as interactive HTML (Vega inlined, works offline), PNG and
+# SVG, plus the seed-aggregated table as HTML. A chart whose rows do not exist yet (MedMNIST-C,
+# D_rand/D_det/D_R) is written as a "no rows yet" placeholder, so these outputs never change and
+# the charts fill in when the summary gains their rows.
+rule charts:
+    input:
+        summary=rules.aggregate.output.summary,
+    output:
+        tradeoff_html=report(
+            "results/charts/tradeoff.html",
+            caption="../report/tradeoff.rst",
+            category="Charts",
+            labels={"chart": "(a) trade-off: clean vs MedMNIST-C"},
+        ),
+        tradeoff_png="results/charts/tradeoff.png",
+        tradeoff_svg="results/charts/tradeoff.svg",
+        robust_vs_eps_html=report(
+            "results/charts/robust_vs_eps.html",
+            caption="../report/robust_vs_eps.rst",
+            category="Charts",
+            labels={"chart": "(b) robust accuracy vs attack epsilon"},
+        ),
+        robust_vs_eps_png="results/charts/robust_vs_eps.png",
+        robust_vs_eps_svg="results/charts/robust_vs_eps.svg",
+        by_train_eps_html=report(
+            "results/charts/by_train_eps.html",
+            caption="../report/by_train_eps.rst",
+            category="Charts",
+            labels={"chart": "(c) accuracy vs training epsilon"},
+        ),
+        by_train_eps_png="results/charts/by_train_eps.png",
+        by_train_eps_svg="results/charts/by_train_eps.svg",
+        nonrobust_features_html=report(
+            "results/charts/nonrobust_features.html",
+            caption="../report/nonrobust_features.rst",
+            category="Charts",
+            labels={"chart": "(d) non-robust features"},
+        ),
+        nonrobust_features_png="results/charts/nonrobust_features.png",
+        nonrobust_features_svg="results/charts/nonrobust_features.svg",
+        corruption_heatmap_html=report(
+            "results/charts/corruption_heatmap.html",
+            caption="../report/corruption_heatmap.rst",
+            category="Charts",
+            labels={"chart": "(e) corruption x severity, robust - standard"},
+        ),
+        corruption_heatmap_png="results/charts/corruption_heatmap.png",
+        corruption_heatmap_svg="results/charts/corruption_heatmap.svg",
+        table=report(
+            "results/charts/table.html",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "seed-aggregated (mean, 95% interval)"},
+        ),
+    log:
+        "logs/charts.log",
+    benchmark:
+        "logs/charts.benchmark.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_for("charts")
+    resources:
+        mem_mb=resource("charts", "mem_mb"),
+        runtime=resource("charts", "runtime"),
+        gpu=resource("charts", "gpu"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.table),
+        metric="balanced_acc",
+    shell:
+        "medgrid charts --summary {input.summary} --out-dir {params.out_dir} --metric {params.metric} > {log} 2>&1"
+
+
+FINAL_TARGETS.extend(rules.charts.output)
+
+
+# The input-gradient figure of one task (the paper's Fig. 1) on a few test images, clean and under
+# PGD (the first robust model's norm and epsilon): the standard model and, per training norm, the
+# most robust one (largest epsilon), at the first size, arch and seed of the grid.
+rule saliency:
+    input:
+        checkpoints=lambda wildcards: [
+            rules.train.output.model.format(
+                task=wildcards.task,
+                size=config["sizes"][0],
+                arch=config["archs"][0],
+                norm=norm,
+                eps=tokens[-1],
+                seed=config["seeds"][0],
+            )
+            for norm, tokens in TRAIN_GRID.items()
+        ],
+        data=lambda wildcards: f"{DATA_DIR}/{dataset_stem(wildcards.task, config['sizes'][0])}.npz",
+    output:
+        figure=report(
+            "results/charts/saliency-{task}.png",
+            caption="../report/saliency.rst",
+            category="Saliency maps",
+            subcategory="{task}",
+            labels={"task": "{task}", "figure": "input gradients"},
+        ),
+    log:
+        "logs/saliency-{task}.log",
+    benchmark:
+        "logs/saliency-{task}.benchmark.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_for("saliency")
+    resources:
+        mem_mb=resource("saliency", "mem_mb"),
+        runtime=resource("saliency", "runtime"),
+        gpu=resource("saliency", "gpu"),
+    params:
+        n=4,
+    shell:
+        "medgrid saliency --checkpoint {input.checkpoints} --data-dir $(dirname {input.data}) --data {input.data} --out {output.figure} --n {params.n} --threads {threads} > {log} 2>&1"
+
+
+FINAL_TARGETS.extend(expand(rules.saliency.output.figure, task=config["tasks"]))

@@ -1,0 +1,31 @@
+# Train one cell: standard training (none-0) or PGD adversarial training at the cell's norm and eps.
+# Hyperparameters come from config hparams.<arch> through params, so editing them reruns exactly
+# the cells they apply to.
+rule train:
+    input:
+        data=data_npz,
+    output:
+        model="results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/model.pt",
+    log:
+        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/train.log",
+    benchmark:
+        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/train.benchmark.tsv"
+    conda:
+        "../../envs/medgrid.yaml"
+    threads: threads_for("train")
+    resources:
+        mem_mb=resource("train", "mem_mb"),
+        runtime=resource("train", "runtime"),
+        gpu=resource("train", "gpu"),
+    params:
+        eps=lambda wildcards: eps_arg(wildcards.eps),
+        hparams=train_options,
+    shell:
+        "medgrid train --task {wildcards.task} --size {wildcards.size} --arch {wildcards.arch}"
+        " --norm {wildcards.norm} --eps {params.eps} --seed {wildcards.seed}"
+        " --data-dir $(dirname {input.data}) --data {input.data} --out {output.model}"
+        " {params.hparams} --threads {threads} > {log} 2>&1"
+
+
+# The checkpoints are products of the workflow too: a deleted one is trained again.
+FINAL_TARGETS.extend(grid_paths(rules.train.output.model))
