@@ -53,13 +53,11 @@ def _check_writable(path: Path) -> None:
 
 
 def add_common(p, *, data_required=True):
-    from medgrid import data
-
+    """--data-dir, --threads and --device, shared by the subcommands that load data and models."""
     p.add_argument("--data-dir", type=Path, required=data_required,
                    help="folder with MedMNIST-format npz files ({task}.npz, {task}_{size}.npz)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    return data
 
 
 def cmd_prepare_data(args):

@@ -95,7 +95,8 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(data.iterate(ds.train, hp.batch_size, shuffle=True, generator=gen), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{hp.epochs}", disable=not progress, leave=False, mininterval=1.0)
+                   desc=f"epoch {epoch + 1}/{hp.epochs}", leave=False, mininterval=1.0,
+                   disable=None if progress else True)  # None: bar on a terminal, not in log files
         for x, y in bar:
             for group in opt.param_groups:
                 group["lr"] = hp.lr * _lr_factor(hp, it / total)
