@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from medgrid import attacks, data, ops, results
@@ -128,7 +127,7 @@ def nonrobust(model, split: data.Split, n_classes: int, *, mode: str, norm: str 
     n = len(split)
     with attacks.eval_mode(model):
         bar = tqdm(range(0, n, batch_size), desc=f"D_{mode} ({norm} eps {eps:g}, {steps} steps)",
-                   disable=not progress, mininterval=1.0, unit="batch")
+                   disable=None if progress else True, mininterval=1.0, unit="batch")
         for start in bar:
             sl = slice(start, start + batch_size)
             x = data.as_float(split.images[sl])
@@ -195,8 +194,8 @@ def robust(model, split: data.Split, *, steps: int = 1000, step_size: float = 0.
     rel_sum = 0.0
     n_batches = math.ceil(n / batch_size)
     with attacks.eval_mode(model):
-        bar = tqdm(total=n_batches * steps, desc=f"D_R ({steps} steps, init {init})", disable=not progress,
-                   mininterval=1.0, unit="step")
+        bar = tqdm(total=n_batches * steps, desc=f"D_R ({steps} steps, init {init})",
+                   disable=None if progress else True, mininterval=1.0, unit="step")  # None: only on a terminal
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
             x = data.as_float(split.images[sl])
