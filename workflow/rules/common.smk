@@ -286,3 +286,83 @@ def shift_sets(wildcards):
         f"{SHIFT_ROOT}/{wildcards.size}/{wildcards.task}/{name}.npz"
         for name in SHIFT_CORRUPTIONS[wildcards.task]
     ]
+
+
+# ----------------------------------------------------------------------------- Ilyas et al. datasets (features.smk)
+FEATURES = config["features"]
+ROBUST_NORM = FEATURES["robust"]["source"]["norm"]
+ROBUST_EPS = eps_token(ROBUST_NORM, FEATURES["robust"]["source"]["eps"])
+if "drobust" in FEATURES["datasets"] and ROBUST_EPS not in TRAIN_GRID.get(
+    ROBUST_NORM, []
+):
+    raise ValueError(
+        f"config: features.robust.source {ROBUST_NORM} {eps_arg(ROBUST_EPS)} is not a cell of train_grid "
+        f"({', '.join(f'{n}-{t}' for n, ts in TRAIN_GRID.items() for t in ts)})"
+    )
+
+
+def nonrobust_options(wildcards):
+    """Attack flags of `medgrid features nonrobust`; --rand-targets only reaches D_rand."""
+    nr = FEATURES["nonrobust"]
+    opts = {
+        "mode": {"drand": "rand", "ddet": "det"}[wildcards.nonrobust],
+        "norm": nr["norm"],
+        "eps": eps_arg(eps_token(nr["norm"], nr["eps"])),
+        "step_size": nr["step_size"],
+        "steps": nr["steps"],
+        "batch_size": FEATURES["batch_size"],
+    }
+    if wildcards.nonrobust == "drand":
+        opts["rand_targets"] = nr["rand_targets"]
+    return _flags(opts) + (" --random-start" if nr["random_start"] else "")
+
+
+def robust_options():
+    r = FEATURES["robust"]
+    return _flags(
+        {
+            "steps": r["steps"],
+            "step_size": r["step_size"],
+            "init": r["init"],
+            "batch_size": FEATURES["batch_size"],
+        }
+    )
+
+
+def features_train_options(wildcards):
+    """Flags of the models trained on these datasets: the arch's hparams with its `standard` block
+    (as train_options for a none-0 cell), then features.train on top."""
+    hp = config["hparams"][wildcards.arch]
+    merged = {k: v for k, v in hp.items() if k not in ("standard", "adversarial")}
+    merged.update(hp.get("standard", {}))
+    merged = {k: v for k, v in merged.items() if k not in ADVERSARIAL_ONLY}
+    merged.update(FEATURES["train"])
+    return _flags(dict(sorted(merged.items())))
+
+
+def features_attack_options():
+    """features.attack_grid as `medgrid evaluate` flags; null: the main attack_grid."""
+    if FEATURES["attack_grid"] is None:
+        return attack_options()
+    return " ".join(
+        f"--attack-norm {norm} --attack-eps {','.join(eps_arg(t) for t in tokens)}"
+        for norm, tokens in _tokens(FEATURES["attack_grid"]).items()
+    )
+
+
+def features_tables():
+    """Per dataset: how it was made (attack success, ...) and the evaluation of the model trained on it."""
+    tables = []
+    for fset in FEATURES["datasets"]:
+        if fset == "drobust":
+            made, where = rules.features_robust.output.table, dict(
+                norm=ROBUST_NORM, eps=ROBUST_EPS
+            )
+        else:
+            made = rules.features_nonrobust.output.table.replace("{nonrobust}", fset)
+            where = dict(norm="none")
+        tables += grid_paths(made, **where)
+        tables += grid_paths(
+            rules.evaluate_features.output.table.replace("{fset}", fset), **where
+        )
+    return tables
