@@ -5,3 +5,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 snakemake --cores all --configfile config/demo.yaml "$@"
+snakemake --cores all --configfile config/demo.yaml --report results/report.html
+echo "demo done: results/summary.parquet, results/charts/, results/report.html"
