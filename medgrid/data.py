@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
 
 MEDMNIST_2D = (
@@ -176,49 +177,27 @@ def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
     to respect; ``load`` checks it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-                for key in sorted(arrays):
-                    arr = np.ascontiguousarray(np.asarray(arrays[key]))
-                    if arr.dtype.hasobject:
-                        raise ValueError(f"write_npz: array {key!r} has object dtype")
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    with zf.open(info, "w", force_zip64=True) as entry:
-                        np.lib.format.write_array(entry, arr, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+            for key in sorted(arrays):
+                arr = np.ascontiguousarray(np.asarray(arrays[key]))
+                if arr.dtype.hasobject:
+                    raise ValueError(f"write_npz: array {key!r} has object dtype")
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, arr, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(dst) as tmp, open(tmp, "wb") as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 # ------------------------------------------------------------------------------------------- prepare
