@@ -242,8 +242,10 @@ def tradeoff(s: pd.DataFrame, metric: str):
                       legend=alt.Legend(symbolType="circle"))
     x_title = f"clean {name}"
     y_title = f"MedMNIST-C {name}"
-    x = alt.X("mean_clean:Q", title=x_title, scale=alt.Scale(zero=False, padding=12), axis=alt.Axis(format=".0%"))
-    y = alt.Y("mean_shift:Q", title=y_title, scale=alt.Scale(zero=False, padding=12), axis=alt.Axis(format=".0%"))
+    # whole-percent ticks at least 1% apart (no repeated labels), no "nice" rounding of the domain past 100%
+    pct = alt.Axis(format=".0%", tickMinStep=0.01)
+    x = alt.X("mean_clean:Q", title=x_title, scale=alt.Scale(zero=False, padding=12, nice=False), axis=pct)
+    y = alt.Y("mean_shift:Q", title=y_title, scale=alt.Scale(zero=False, padding=12, nice=False), axis=pct)
     tips = _tooltip(alt_tooltip("n_seeds_clean", "seeds", kind="Q"),
                     alt_tooltip("mean_clean", f"clean {name}", ".4f"),
                     alt_tooltip("lo_clean", "clean 95% low", ".4f"), alt_tooltip("hi_clean", "clean 95% high", ".4f"),
