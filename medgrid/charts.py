@@ -279,6 +279,18 @@ def tradeoff(s: pd.DataFrame, metric: str):
                   "Bars: 95% t-interval over seeds (none with one seed)."]))
 
 
+def _line_panels(d, x, y, color, tips, detail, base, title: str):
+    """Lines in x order, 95% seed-interval rules, points with tooltips and the chance line; one row per panel."""
+    import altair as alt
+
+    line = alt.Chart().mark_line(strokeWidth=2).encode(
+        x=x, y=y, color=color, detail=detail, order="x:Q", **_arch_encodings(base))
+    bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
+    points = alt.Chart().mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
+    layer = alt.layer(line, bars, points, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
+    return layer.facet(row=alt.Row("panel:N", header=_header())).properties(title=alt.Title(title, fontSize=13))
+
+
 def robust_vs_eps(s: pd.DataFrame, metric: str):
     """(b) accuracy under PGD vs attack epsilon, one line per training setting; rows task, columns norm."""
     import altair as alt
@@ -308,14 +320,8 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
         tips = _tooltip(alt_tooltip("attack", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
                         alt_tooltip("mean", name, ".4f"), alt_tooltip("lo", "95% low", ".4f"),
                         alt_tooltip("hi", "95% high", ".4f"), alt_tooltip("n", "test images (all seeds)", kind="Q"))
-        detail = ["arch:N", "setting:N"]
-        line = alt.Chart().mark_line(strokeWidth=2).encode(
-            x=x, y=y, color=color, detail=detail, order="x:Q", **_arch_encodings(base))
-        bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
-        points = alt.Chart().mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
-        layer = alt.layer(line, bars, points, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
-        columns.append(layer.facet(row=alt.Row("panel:N", header=_header())).properties(
-            title=alt.Title(f"{NORM_NAME[norm]} attacks", fontSize=13)))
+        columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "setting:N"], base,
+                                    f"{NORM_NAME[norm]} attacks"))
     return alt.hconcat(*columns).properties(title=alt.Title(
         TITLES["robust_vs_eps"],
         subtitle=[f"{name} on the test set under PGD (ε = 0: clean); one line per training setting, "
@@ -360,13 +366,8 @@ def by_train_eps(s: pd.DataFrame, metric: str):
         tips = _tooltip(alt_tooltip("series", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
                         alt_tooltip("mean", name, ".4f"), alt_tooltip("lo", "95% low", ".4f"),
                         alt_tooltip("hi", "95% high", ".4f"))
-        line = alt.Chart().mark_line(strokeWidth=2).encode(
-            x=x, y=y, color=color, detail=["arch:N", "series:N"], order="x:Q", **_arch_encodings(base))
-        bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
-        points = alt.Chart().mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
-        layer = alt.layer(line, bars, points, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
-        columns.append(layer.facet(row=alt.Row("panel:N", header=_header())).properties(
-            title=alt.Title(f"{NORM_NAME[norm]} adversarial training", fontSize=13)))
+        columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "series:N"], base,
+                                    f"{NORM_NAME[norm]} adversarial training"))
     return alt.hconcat(*columns).resolve_scale(color="independent").properties(title=alt.Title(
         TITLES["by_train_eps"],
         subtitle=[f"{name} of models trained at each ε (0: standard training) on clean test images, "
