@@ -199,31 +199,25 @@ at::Tensor pgd_step_cpu(const at::Tensor& x_adv, const at::Tensor& grad, const a
                         c10::string_view norm, double eps, double alpha, bool targeted) {
   const Norm which = check_pgd_step_args(x_adv, grad, x, norm, eps, alpha);
   TORCH_INTERNAL_ASSERT(x_adv.device().is_cpu());
-  const at::Tensor xa_c = x_adv.contiguous();
-  const at::Tensor g_c = grad.contiguous();
-  const at::Tensor x_c = x.contiguous();
-  at::Tensor out = at::empty(x_adv.sizes(), x_adv.options().memory_format(at::MemoryFormat::Contiguous));
-  const int64_t n = xa_c.numel();
-  if (n == 0) return out;
-  const int64_t batch = xa_c.size(0);
-  const int64_t m = n / batch;
+  const StepBuffers b = prepare_pgd_step(x_adv, grad, x);
+  if (b.n == 0) return b.out;
   const double signed_alpha = targeted ? -alpha : alpha;
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xa_c.scalar_type(), "medgrid_pgd_step_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.x_adv.scalar_type(), "medgrid_pgd_step_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t step = static_cast<acc_t>(signed_alpha);
     const acc_t e = static_cast<acc_t>(eps);
-    const scalar_t* pa = xa_c.const_data_ptr<scalar_t>();
-    const scalar_t* pg = g_c.const_data_ptr<scalar_t>();
-    const scalar_t* px = x_c.const_data_ptr<scalar_t>();
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const scalar_t* pa = b.x_adv.const_data_ptr<scalar_t>();
+    const scalar_t* pg = b.grad.const_data_ptr<scalar_t>();
+    const scalar_t* px = b.x.const_data_ptr<scalar_t>();
+    scalar_t* po = b.out.mutable_data_ptr<scalar_t>();
     if (which == Norm::Linf) {
-      linf_cpu(pa, pg, px, po, n, step, e);
+      linf_cpu(pa, pg, px, po, b.n, step, e);
     } else {
-      l2_cpu(pa, pg, px, po, batch, m, step, e);
+      l2_cpu(pa, pg, px, po, b.batch, b.m, step, e);
     }
   });
-  return out;
+  return b.out;
 }
 
 }  // namespace

@@ -205,32 +205,26 @@ at::Tensor pgd_step_cuda(const at::Tensor& x_adv, const at::Tensor& grad, const 
   const Norm which = check_pgd_step_args(x_adv, grad, x, norm, eps, alpha);
   TORCH_INTERNAL_ASSERT(x_adv.device().is_cuda());
   const c10::cuda::CUDAGuard device_guard(x_adv.device());
-  const at::Tensor xa_c = x_adv.contiguous();
-  const at::Tensor g_c = grad.contiguous();
-  const at::Tensor x_c = x.contiguous();
-  at::Tensor out = at::empty(x_adv.sizes(), x_adv.options().memory_format(at::MemoryFormat::Contiguous));
-  const int64_t n = xa_c.numel();
-  if (n == 0) return out;
-  const int64_t batch = xa_c.size(0);
-  const int64_t m = n / batch;
+  const StepBuffers b = prepare_pgd_step(x_adv, grad, x);
+  if (b.n == 0) return b.out;
   const double signed_alpha = targeted ? -alpha : alpha;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();  // = at::cuda::getCurrentCUDAStream()
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xa_c.scalar_type(), "medgrid_pgd_step_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.x_adv.scalar_type(), "medgrid_pgd_step_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t step = static_cast<acc_t>(signed_alpha);
     const acc_t e = static_cast<acc_t>(eps);
-    const scalar_t* pa = xa_c.const_data_ptr<scalar_t>();
-    const scalar_t* pg = g_c.const_data_ptr<scalar_t>();
-    const scalar_t* px = x_c.const_data_ptr<scalar_t>();
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const scalar_t* pa = b.x_adv.const_data_ptr<scalar_t>();
+    const scalar_t* pg = b.grad.const_data_ptr<scalar_t>();
+    const scalar_t* px = b.x.const_data_ptr<scalar_t>();
+    scalar_t* po = b.out.mutable_data_ptr<scalar_t>();
     if (which == Norm::Linf) {
-      launch_linf(pa, pg, px, po, n, step, e, stream);
+      launch_linf(pa, pg, px, po, b.n, step, e, stream);
     } else {
-      launch_l2(pa, pg, px, po, batch, m, step, e, stream);
+      launch_l2(pa, pg, px, po, b.batch, b.m, step, e, stream);
     }
   });
-  return out;
+  return b.out;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 // Light headers only (no ATen/ATen.h, no torch/extension.h): they keep each translation unit
 // quick to compile.
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
@@ -56,6 +57,27 @@ inline Norm check_pgd_step_args(const at::Tensor& x_adv, const at::Tensor& grad,
   TORCH_CHECK(x_adv.dim() >= 1,
               "medgrid::pgd_step: inputs need a batch dimension (dim >= 1), got a 0-d tensor");
   return norm_s == "l2" ? Norm::L2 : Norm::Linf;
+}
+
+// The inputs of one step as both kernels consume them: contiguous copies, a contiguous output,
+// and the flat sizes (n elements, batch samples of m elements each; batch = m = 0 when n = 0).
+struct StepBuffers {
+  at::Tensor x_adv, grad, x, out;
+  int64_t n, batch, m;
+};
+
+// Call after check_pgd_step_args (and, on CUDA, under the device guard).
+inline StepBuffers prepare_pgd_step(const at::Tensor& x_adv, const at::Tensor& grad,
+                                    const at::Tensor& x) {
+  StepBuffers b{x_adv.contiguous(), grad.contiguous(), x.contiguous(),
+                at::empty(x_adv.sizes(), x_adv.options().memory_format(at::MemoryFormat::Contiguous)),
+                0, 0, 0};
+  b.n = b.x_adv.numel();
+  if (b.n > 0) {
+    b.batch = b.x_adv.size(0);
+    b.m = b.n / b.batch;
+  }
+  return b;
 }
 
 }  // namespace medgrid
