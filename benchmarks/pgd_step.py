@@ -9,8 +9,9 @@ What is measured, per shape and norm (L-inf and L2):
 - fused:     torch.ops.medgrid.pgd_step (the compiled op; allocates its output, as in use);
 - floor:     torch.addcmul(x, x_adv, grad, out=buf): one read each of x, x_adv and grad and one
              write of the same size, the least memory traffic any step can have, with trivial
-             arithmetic; its output is preallocated. L-inf can reach it (one pass); L2 re-reads
-             the inputs for its two per-sample reductions, from cache when a sample fits.
+             arithmetic; its output is preallocated. L-inf can reach it (one pass); L2 reads the
+             inputs twice per sample (its sums, then the write), the second time from cache
+             when a sample fits.
 Each figure is the median of --runs timed calls (>= 20) after --warmup untimed calls:
 - hot:  back-to-back calls on the same inputs (they stay in cache when they fit);
 - cold: before each timed call the caches are flushed by writing a buffer of --flush-mb MB

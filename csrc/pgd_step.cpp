@@ -5,15 +5,16 @@
 // (at::opmath_type). OpenMP with an explicit thread count taken from
 // at::get_num_threads(), so torch.set_num_threads() governs the kernel too.
 //   linf: one pass over memory, the flat index range split across threads.
-//   l2:   per sample (threads split the batch): sum of grad^2, then sum of d^2 for the
-//         unprojected d, then one write pass that recomputes d and scales it.
-//         Sums of squares run in float (double for float64) within chunks of kChunk
-//         elements, with the chunk sums added in double, so long samples lose no accuracy
-//         while the inner loops stay vectorisable.
+//   l2:   per sample (threads split the batch): one pass gathers A = sum (x_adv-x)^2,
+//         B = sum (x_adv-x)*grad and G = sum grad^2, which give ||grad|| = sqrt(G) and
+//         ||d||^2 = A + 2cB + c^2 G for the unprojected d = x_adv + c*grad - x; then one write
+//         pass recomputes d (the sample is still in cache) and scales it. When d nearly cancels
+//         (see kMinKeptShare) ||d|| is summed from d directly instead. Sums run in float lanes
+//         over chunks with double totals, so long samples lose no accuracy.
 // The float32/float64 loops are built twice on x86-64 (GCC/Clang target_clones): for AVX2
 // and for the baseline (SSE2), chosen when the library loads; AVX2 runs the L-inf step about
-// 3x faster (NaN-preserving clamps need blends that SSE2 lacks). L-inf results are identical
-// on both; L2's sums of squares use a different vector width, so they can differ in the last bits.
+// 2x faster. L-inf results are identical on both (its loop has no multiply that an FMA could
+// contract); L2's sums use a different vector width, so they can differ in the last bits.
 #include "pgd_step.h"
 
 #include <ATen/Dispatch.h>
@@ -29,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
@@ -49,13 +51,29 @@ namespace {
 
 // Below this many elements a single thread does the whole step (thread start-up costs more).
 constexpr int64_t kMinElementsPerThread = 32768;
-// Elements per partial sum of squares.
-constexpr int64_t kChunk = 1024;
+// Elements per float partial sum before it is added to a double total.
+constexpr int64_t kSumChunk = 1024;
+// Independent partial sums per L2 reduction: enough vector accumulators that the loop is bound
+// by loads and arithmetic rather than by the latency of one accumulator chain.
+constexpr int kLanes = 32;
 
 template <typename T>
 MEDGRID_ALWAYS_INLINE T clamp_nan(T v, T lo, T hi) {
-  // NaN propagates as in torch.clamp (both comparisons are false).
-  return v < lo ? lo : (v > hi ? hi : v);
+  // NaN propagates as in torch.clamp (both comparisons are false). Written as max then min,
+  // each in the (a < b ? a : b) form of the x86 min/max instructions, which return their
+  // second operand (v) when it is NaN: two instructions instead of compares and blends.
+  const T lower = lo > v ? lo : v;
+  return hi < lower ? hi : lower;
+}
+
+// The constant v, hidden from the optimiser: GCC otherwise rewrites clamps against 0 and 1
+// into compare/blend sequences, about three times the instructions of one max and one min.
+template <typename T>
+MEDGRID_ALWAYS_INLINE T opaque(T v) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) asm("" : "+x"(v));
+#endif
+  return v;
 }
 
 int threads_for(int64_t work_elements, int64_t max_parallel_items) {
@@ -73,13 +91,16 @@ MEDGRID_ALWAYS_INLINE void linf_range_impl(const scalar_t* __restrict__ xa,
                                            at::opmath_type<scalar_t> step,
                                            at::opmath_type<scalar_t> eps) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t zero(0), one(1);
+  const acc_t zero = opaque(acc_t(0)), one = opaque(acc_t(1));
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     const acc_t gv = static_cast<acc_t>(g[i]);
-    const acc_t sgn = (gv > zero ? one : zero) - (gv < zero ? one : zero);  // (g>0)-(g<0)
+    // x_adv + step*sign(g) with sign = (g>0)-(g<0): adding step only where g > 0 and
+    // subtracting it only where g < 0 gives the same values without a multiply.
+    const acc_t up = gv > zero ? step : zero;
+    const acc_t down = gv < zero ? step : zero;
     const acc_t xv = static_cast<acc_t>(x0[i]);
-    const acc_t t = static_cast<acc_t>(xa[i]) + step * sgn;
+    const acc_t t = (static_cast<acc_t>(xa[i]) + up) - down;
     const acc_t d = clamp_nan(t - xv, -eps, eps);
     out[i] = static_cast<scalar_t>(clamp_nan(xv + d, zero, one));
   }
@@ -122,12 +143,13 @@ void linf_cpu(const scalar_t* xa, const scalar_t* g, const scalar_t* x0, scalar_
   }
 }
 
-// sum_i f(i)^2 for i in [0, m), float partial sums per chunk, double total.
+// sum_i f(i)^2 for i in [0, m), float partial sums per chunk, double total (the direct ||d||
+// of a cancelling L2 step: rare, so one accumulator chain is enough).
 template <typename acc_t, typename F>
 MEDGRID_ALWAYS_INLINE double sum_squares(int64_t m, const F& f) {
   double total = 0.0;
-  for (int64_t c0 = 0; c0 < m; c0 += kChunk) {
-    const int64_t c1 = std::min(m, c0 + kChunk);
+  for (int64_t c0 = 0; c0 < m; c0 += kSumChunk) {
+    const int64_t c1 = std::min(m, c0 + kSumChunk);
     acc_t s(0);
 #pragma omp simd reduction(+ : s)
     for (int64_t i = c0; i < c1; ++i) {
@@ -139,6 +161,71 @@ MEDGRID_ALWAYS_INLINE double sum_squares(int64_t m, const F& f) {
   return total;
 }
 
+// The three per-sample sums one pass gathers: with a = x_adv - x and g = grad,
+// ||a + c*g||^2 = A + 2cB + c^2 G for any step coefficient c.
+struct L2Sums {
+  double A = 0.0, B = 0.0, G = 0.0;
+};
+
+// Sum of the kLanes lanes: folded to 8 with fixed indices (vector adds; the lanes can stay in
+// registers), then the 8 added in double.
+template <typename acc_t>
+MEDGRID_ALWAYS_INLINE double sum_lanes(const acc_t* lanes) {
+  static_assert(kLanes == 32, "sum_lanes folds 4 groups of 8 lanes");
+  acc_t folded[8];
+#pragma omp simd
+  for (int j = 0; j < 8; ++j) {
+    folded[j] = (lanes[j] + lanes[j + 8]) + (lanes[j + 16] + lanes[j + 24]);
+  }
+  double total = 0.0;
+  for (int j = 0; j < 8; ++j) total += static_cast<double>(folded[j]);
+  return total;
+}
+
+// A = sum a^2, B = sum a*g, G = sum g^2 in one pass over the three inputs. Each of kLanes
+// float lanes sums at most kSumChunk / kLanes products before the lanes go into double
+// totals, so the relative error stays near float precision for any sample size.
+template <typename scalar_t>
+MEDGRID_ALWAYS_INLINE L2Sums l2_sums(const scalar_t* __restrict__ xa,
+                                     const scalar_t* __restrict__ g,
+                                     const scalar_t* __restrict__ x0, int64_t m) {
+  using acc_t = at::opmath_type<scalar_t>;
+  L2Sums s;
+  const int64_t vec_end = m / kLanes * kLanes;
+  for (int64_t c0 = 0; c0 < vec_end; c0 += kSumChunk) {
+    const int64_t c1 = std::min(vec_end, c0 + kSumChunk);
+    acc_t sa[kLanes] = {}, sb[kLanes] = {}, sg[kLanes] = {};
+    for (int64_t i = c0; i < c1; i += kLanes) {
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) {
+        const acc_t gv = static_cast<acc_t>(g[i + j]);
+        const acc_t av = static_cast<acc_t>(xa[i + j]) - static_cast<acc_t>(x0[i + j]);
+        sa[j] += av * av;
+        sb[j] += av * gv;
+        sg[j] += gv * gv;
+      }
+    }
+    s.A += sum_lanes(sa);
+    s.B += sum_lanes(sb);
+    s.G += sum_lanes(sg);
+  }
+  for (int64_t i = vec_end; i < m; ++i) {  // the last m % kLanes elements
+    const double gv = static_cast<double>(static_cast<acc_t>(g[i]));
+    const double av = static_cast<double>(static_cast<acc_t>(xa[i]) - static_cast<acc_t>(x0[i]));
+    s.A += av * av;
+    s.B += av * gv;
+    s.G += gv * gv;
+  }
+  return s;
+}
+
+// ||d|| from the sums is trusted while ||d||^2 keeps at least this share of A + 2c|B| + c^2 G
+// (so their rounding error is amplified at most 4x). Below it (the step nearly cancels the
+// perturbation, e.g. straight back to x) or when a sum is not finite, ||d|| is summed
+// directly from d as the reference does. The share is at least (1-|k|)/(1+|k|) for the cosine
+// k between grad and x_adv - x, so only steps against the perturbation (k < -0.6) fall back.
+constexpr double kMinKeptShare = 0.25;
+
 template <typename scalar_t>
 MEDGRID_ALWAYS_INLINE void l2_sample_impl(const scalar_t* __restrict__ xa,
                                           const scalar_t* __restrict__ g,
@@ -147,15 +234,24 @@ MEDGRID_ALWAYS_INLINE void l2_sample_impl(const scalar_t* __restrict__ xa,
                                           at::opmath_type<scalar_t> step,
                                           at::opmath_type<scalar_t> eps) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t zero(0), one(1);
-  // 1) ||grad||_2
-  const acc_t gn = static_cast<acc_t>(
-      std::sqrt(sum_squares<acc_t>(m, [&](int64_t i) { return static_cast<acc_t>(g[i]); })));
+  const acc_t zero = opaque(acc_t(0)), one = opaque(acc_t(1));
+  // 1) one pass: A, B, G; ||grad||_2 = sqrt(G)
+  const L2Sums s = l2_sums(xa, g, x0, m);
+  const acc_t gn = static_cast<acc_t>(std::sqrt(s.G));
   const acc_t coef = step / (gn + static_cast<acc_t>(kGradNormTiny));
   // 2) ||d||_2 of the unprojected difference d = x_adv + s*alpha*g/||g|| - x
-  const acc_t dn = static_cast<acc_t>(std::sqrt(sum_squares<acc_t>(m, [&](int64_t i) {
-    return static_cast<acc_t>(xa[i]) + static_cast<acc_t>(g[i]) * coef - static_cast<acc_t>(x0[i]);
-  })));
+  const double c = static_cast<double>(coef);
+  const double dn2 = s.A + 2.0 * c * s.B + c * c * s.G;
+  const double kept = s.A + 2.0 * c * std::abs(s.B) + c * c * s.G;
+  acc_t dn;
+  if (dn2 >= kMinKeptShare * kept && std::isfinite(kept)) {
+    dn = static_cast<acc_t>(std::sqrt(dn2));
+  } else {
+    dn = static_cast<acc_t>(std::sqrt(sum_squares<acc_t>(m, [&](int64_t i) {
+      return static_cast<acc_t>(xa[i]) + static_cast<acc_t>(g[i]) * coef -
+             static_cast<acc_t>(x0[i]);
+    })));
+  }
   // min(1, eps/||d||); ||d|| = 0 gives 1 (d is zero anyway), eps = 0 gives 0.
   const acc_t factor = dn > eps ? eps / dn : one;
   // 3) write

@@ -168,6 +168,38 @@ def test_zero_gradient(norm):
 
 
 @NEEDS_EXT
+@pytest.mark.parametrize("eps", [0.0, 1e-5, 1e-3, 0.5])
+@pytest.mark.parametrize("remaining", [0.0, 1e-3, 0.3])
+def test_l2_step_back_towards_x(eps, remaining):
+    """x_adv - x = -(1 - remaining) * alpha * g/||g||: the step undoes most of the perturbation, so
+    ||d||^2 = A + 2cB + c^2 G cancels (the CPU kernel then sums ||d|| directly) or nearly does."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand((4, 3, 28, 28), generator=gen, dtype=torch.float64) * 0.4 + 0.3
+    grad = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    alpha = 0.05
+    unit = grad / torch.linalg.vector_norm(grad.flatten(1), dim=1).view(-1, 1, 1, 1)
+    x_adv = x - (1 - remaining) * alpha * unit
+    x_adv, grad, x = (t.float() for t in (x_adv, grad, x))
+    out = check_against_reference(x_adv, grad, x, norm="l2", eps=eps, alpha=alpha)
+    assert torch.isfinite(out).all()
+    assert (out - x).flatten(1).norm(dim=1).max().item() <= eps + 1e-6
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("where", ["x_adv", "grad", "x"])
+def test_nan_propagates_as_in_reference(norm, where):
+    x_adv, grad, x = make_inputs((3, 3, 8, 8), seed=13)
+    {"x_adv": x_adv, "grad": grad, "x": x}[where][1, 0, 2, 3] = float("nan")
+    out = fused(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA)
+    ref = ops.pgd_step_reference(x_adv, grad, x, norm=norm, eps=EPS, alpha=ALPHA)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    # sign(NaN) = (NaN > 0) - (NaN < 0) = 0: a NaN gradient takes no L-inf step; anything else spreads
+    assert torch.isnan(out).any() == (not (norm == "linf" and where == "grad"))
+    torch.testing.assert_close(out, ref, atol=L2_ATOL[torch.float32], rtol=0, equal_nan=True)
+
+
+@NEEDS_EXT
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("layout", ["channels_last", "strided", "transposed", "mixed"])
 def test_noncontiguous_inputs(norm, layout):
