@@ -18,7 +18,11 @@ Each figure is the median of --runs timed calls (>= 20) after --warmup untimed c
         (default 4x the last-level cache on CPU, 4x the L2 on CUDA); only the call is timed.
 Inputs are allocated and written once, before any timing (no page faults inside the timed
 region). The op's own output allocation is timed (glibc reuses the freed block after warm-up,
-and CUDA's caching allocator never returns to the driver). CPU times use perf_counter around
+and CUDA's caching allocator never returns to the driver). So are the reference's temporaries:
+with glibc's default settings freeing them trims the heap and each reference call page-faults
+them back in (2.6x slower at 256x3x28x28 L-inf); run with MALLOC_TRIM_THRESHOLD_=1073741824
+MALLOC_MMAP_THRESHOLD_=1073741824 to time the reference without that. The header and the JSON
+(malloc_env) record the settings. CPU times use perf_counter around
 one call; CUDA times use CUDA events around one call on the current stream.
 GB/s counts 4 tensors (3 reads, 1 write) per step for every method, so it compares directly
 with the floor. "hot min" is the fastest hot run (the table's other times are medians); on a
@@ -155,6 +159,10 @@ def main(argv=None) -> int:
               "only reference and floor are timed", file=sys.stderr)
 
     timer = Timer(device, flush_bytes)
+    # glibc's allocator settings: with its defaults, freeing the eager reference's MB-sized
+    # temporaries trims the heap, so every reference call page-faults them back in (the fused op
+    # allocates only its output). MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_ set high remove that.
+    malloc_env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")}
     meta = {
         "device": device.type, "device_name": device_name, "dtype": args.dtype,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -163,11 +171,13 @@ def main(argv=None) -> int:
         "floor": "torch.addcmul(x, x_adv, grad, out=preallocated): 3 reads + 1 write",
         "bytes_counted": "4 tensors (3 reads + 1 write) per call",
         "python": platform.python_version(), "host": platform.node(),
+        "malloc_env": malloc_env,
     }
     print(f"pgd_step benchmark: device={device.type} ({device_name}), dtype={args.dtype}, "
           f"torch threads={torch.get_num_threads()}, torch {torch.__version__}, "
           f"median of {args.runs} runs after {args.warmup} warm-up, cold = caches flushed with "
-          f"{flush_bytes / 2**20:.0f} MB before each run; inputs preallocated")
+          f"{flush_bytes / 2**20:.0f} MB before each run; inputs preallocated; "
+          f"glibc malloc settings: {malloc_env or 'defaults'}")
     header = (f"{'shape':>16} {'norm':>4} {'method':>9} {'hot us':>9} {'cold us':>9} {'hot min':>9} "
               f"{'hot GB/s':>8} {'cold GB/s':>9} {'vs ref hot/cold':>16}")
     print(header)
