@@ -4,11 +4,12 @@
 #   2. a compute-sanitizer memcheck of the kernels (skipped when the tool is missing)
 #   3. pytest tests/test_ops.py (the CUDA tests run when a GPU is visible)
 #   4. benchmarks/pgd_step.py --device cuda, float32 and bfloat16 (and the CPU kernel on all cores)
-#   5. benchmarks/pgd_attack.py --device cuda (cnn-small and resnet18; skip/fused variants, torchattacks)
+#   5. benchmarks/pgd_attack.py --device cuda (cnn-small and resnet18; skip/fused variants, torchattacks,
+#      and the update step's share of one PGD iteration, eager vs fused)
 # Logs and JSON go to $OUT when set (else benchmarks/out): gpu_sh.log (this script's whole output),
-# build.log, memcheck.log and one JSON per benchmark run: 6 files, leaving 2 of the device tool's
-# 8-file limit for pgd_attack.py. Exit status: non-zero when a step failed; every step runs
-# regardless, so one failure does not hide the others' results.
+# build.log, memcheck.log and one JSON per benchmark run: 7 files (the device tool returns 8).
+# Exit status: non-zero when a step failed; every step runs regardless, so one failure does not
+# hide the others' results.
 #
 #   bash benchmarks/gpu.sh                       # from the repository root
 #   PYTHON=/opt/venv/bin/python OUT=/tmp/o bash benchmarks/gpu.sh
@@ -85,11 +86,10 @@ timeout 100 $PY benchmarks/pgd_step.py --device cpu --threads "$(nproc)" --runs 
     --json "$OUT/pgd_step_cpu.json" || fail "benchmark cpu"
 
 step "5. benchmarks/pgd_attack.py"
-# ---- RESERVED for benchmarks/pgd_attack.py (added by its author; keep within the 6-minute budget;
-# ---- at most 2 more files under $OUT: the device tool returns 8 files in all) ----
+# Robust evaluation (skip/fused variants, torchattacks) and the step's share of one PGD iteration,
+# eager vs fused. One more file under $OUT (the device tool returns 8 files in all).
 timeout 170 $PY benchmarks/pgd_attack.py --device cuda --archs cnn-small resnet18 --n 1000 --repeats 3 \
     --threads "$(nproc)" --json "$OUT/pgd_attack_cuda.json" || fail "benchmark pgd_attack cuda"
-# ---- end of reserved block ----
 
 step "done: status $status"
 ls -la "$OUT"

@@ -8,7 +8,11 @@ model on the synthetic task over an epsilon grid, for each variant in one proces
   noskip+fused    every sample attacked at every epsilon for every step
   torchattacks    torchattacks.PGD per epsilon (final iterate only), same steps and step size
 
-Prints a table and writes JSON. Not a test: run it, read the ratios.
+And the anatomy of one PGD iteration at the evaluation batch size: the model's forward+backward
+to the input gradient vs the update step (eager reference and fused op), i.e. the step's share
+of an iteration, eager vs fused.
+
+Prints tables and writes JSON. Not a test: run it, read the ratios.
 
   python benchmarks/pgd_attack.py [--archs cnn-small resnet18] [--n 1000] [--device cpu] [--threads 2]
 """
@@ -50,6 +54,45 @@ def run_medgrid(model, x, y, steps, skip, fused):
     return wall, sum(r.grad_evals for r in res), [r.correct.float().mean().item() for r in res]
 
 
+def timed(fn, device: str, runs: int = 20, warmup: int = 3) -> float:
+    """Median seconds of fn() over runs calls (synchronised on CUDA)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def iteration_anatomy(model, x, y, device: str) -> dict:
+    """One L-inf PGD iteration at 4/255 split into input gradient and update step."""
+    eps, alpha = 4 / 255, attacks.default_alpha(4 / 255, 20)
+    torch.manual_seed(0)
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+
+    def input_grad():
+        xa = x_adv.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(xa), y, reduction="sum")
+        return torch.autograd.grad(loss, xa)[0]
+
+    grad = input_grad()
+    t_grad = timed(input_grad, device)
+    t_ref = timed(lambda: ops.pgd_step_reference(x_adv, grad, x, norm="linf", eps=eps, alpha=alpha), device)
+    row = {"batch": len(x), "grad_s": t_grad, "step_reference_s": t_ref,
+           "share_reference": t_ref / (t_grad + t_ref)}
+    if ops.fused_available(device):
+        t_fused = timed(lambda: torch.ops.medgrid.pgd_step.default(x_adv, grad, x, "linf", eps, alpha, False),
+                        device)
+        row.update(step_fused_s=t_fused, share_fused=t_fused / (t_grad + t_fused),
+                   iteration_speedup=(t_grad + t_ref) / (t_grad + t_fused))
+    return row
+
+
 def run_torchattacks(model, x, y, steps):
     import torchattacks
 
@@ -82,13 +125,14 @@ def main():
     args = ap.parse_args()
     archs = args.archs
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, anatomy = [], []
     with tempfile.TemporaryDirectory() as tmp:
         data.prepare("synthetic", 28, tmp, seed=0)
         for arch in archs:
             model, ds = standard_model(arch, args.device, Path(tmp), args.epochs)
             x = data.as_float(ds.test.images[:args.n])
             y = ds.test.labels[:args.n]
+            anatomy.append({"arch": arch, **iteration_anatomy(model, x[:500], y[:500], args.device)})
             variants = {
                 "skip+fused": lambda: run_medgrid(model, x, y, args.steps, True, True),
                 "skip+reference": lambda: run_medgrid(model, x, y, args.steps, True, False),
@@ -115,11 +159,20 @@ def main():
         for r in (r for r in rows if r["arch"] == arch):
             print(f"{arch:10} {r['variant']:15} {r['wall_s']:8.2f} {r['wall_s'] / base:12.2f}x {r['grad_evals']:10d}"
                   f" {100 * r['grad_evals'] / naive:7.1f}%  {[round(a, 3) for a in r['robust_acc']]}")
+    print(f"\none PGD iteration (linf 4/255, batch {anatomy[0]['batch'] if anatomy else 0}), median of 20:"
+          " input gradient (forward+backward) vs update step")
+    print(f"{'arch':10} {'grad ms':>9} {'step ref ms':>11} {'share':>7} {'step fused ms':>13} {'share':>7}"
+          f" {'iteration speedup':>17}")
+    for a in anatomy:
+        fused_cols = (f" {a['step_fused_s'] * 1e3:13.3f} {100 * a['share_fused']:6.2f}% {a['iteration_speedup']:16.3f}x"
+                      if "step_fused_s" in a else "  (no fused op)")
+        print(f"{a['arch']:10} {a['grad_s'] * 1e3:9.3f} {a['step_reference_s'] * 1e3:11.3f}"
+              f" {100 * a['share_reference']:6.2f}%{fused_cols}")
     meta = {"device": args.device, "threads": args.threads, "n": args.n, "steps": args.steps, "eps": EPS_GRID,
             "naive_grad_evals": naive, "torch": torch.__version__, "cpu": platform.processor(),
             "fused_built": ops.fused_available(args.device)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    args.json.write_text(json.dumps({"meta": meta, "rows": rows, "iteration": anatomy}, indent=1))
     print(f"wrote {args.json}")
 
 
