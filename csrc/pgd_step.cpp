@@ -10,7 +10,7 @@
 //         ||d||^2 = A + 2cB + c^2 G for the unprojected d = x_adv + c*grad - x; then one write
 //         pass recomputes d (the sample is still in cache) and scales it. When d nearly cancels
 //         (see kMinKeptShare) ||d|| is summed from d directly instead. Sums run in float lanes
-//         over chunks with double totals, so long samples lose no accuracy.
+//         (double for float64) over chunks with double totals, so long samples lose no accuracy.
 // The float32/float64 loops are built several times on x86-64 (target_clones): x86-64-v3
 // (AVX2 + FMA; GCC >= 12), AVX2, and the baseline (SSE2), one chosen when the library loads;
 // AVX2 runs the L-inf step about 2x faster than SSE2, and FMA takes about 10% off the L2 step.
@@ -226,11 +226,12 @@ MEDGRID_ALWAYS_INLINE L2Sums l2_sums(const scalar_t* __restrict__ xa,
   return s;
 }
 
-// ||d|| from the sums is trusted while ||d||^2 keeps at least this share of A + 2c|B| + c^2 G
+// ||d|| from the sums is trusted while ||d||^2 keeps at least this share of A + 2|cB| + c^2 G
 // (so their rounding error is amplified at most 4x). Below it (the step nearly cancels the
 // perturbation, e.g. straight back to x) or when a sum is not finite, ||d|| is summed
 // directly from d as the reference does. The share is at least (1-|k|)/(1+|k|) for the cosine
-// k between grad and x_adv - x, so only steps against the perturbation (k < -0.6) fall back.
+// k between the step c*grad and x_adv - x, so only steps against the perturbation (k < -0.6)
+// fall back.
 constexpr double kMinKeptShare = 0.25;
 
 template <typename scalar_t>
@@ -249,7 +250,7 @@ MEDGRID_ALWAYS_INLINE void l2_sample_impl(const scalar_t* __restrict__ xa,
   // 2) ||d||_2 of the unprojected difference d = x_adv + s*alpha*g/||g|| - x
   const double c = static_cast<double>(coef);
   const double dn2 = s.A + 2.0 * c * s.B + c * c * s.G;
-  const double kept = s.A + 2.0 * c * std::abs(s.B) + c * c * s.G;
+  const double kept = s.A + 2.0 * std::abs(c * s.B) + c * c * s.G;  // c < 0 when targeted
   acc_t dn;
   if (dn2 >= kMinKeptShare * kept && std::isfinite(kept)) {
     dn = static_cast<acc_t>(std::sqrt(dn2));

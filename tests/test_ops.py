@@ -168,19 +168,21 @@ def test_zero_gradient(norm):
 
 
 @NEEDS_EXT
+@pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
 @pytest.mark.parametrize("eps", [0.0, 1e-5, 1e-3, 0.5])
 @pytest.mark.parametrize("remaining", [0.0, 1e-3, 0.3])
-def test_l2_step_back_towards_x(eps, remaining):
-    """x_adv - x = -(1 - remaining) * alpha * g/||g||: the step undoes most of the perturbation, so
-    ||d||^2 = A + 2cB + c^2 G cancels (the CPU kernel then sums ||d|| directly) or nearly does."""
+def test_l2_step_back_towards_x(eps, remaining, targeted):
+    """x_adv - x = -(1 - remaining) * step, for the step s*alpha*g/||g|| the op takes: it undoes most
+    of the perturbation, so ||d||^2 = A + 2cB + c^2 G cancels (the CPU kernel then sums ||d||
+    directly) or nearly does."""
     gen = torch.Generator().manual_seed(11)
     x = torch.rand((4, 3, 28, 28), generator=gen, dtype=torch.float64) * 0.4 + 0.3
     grad = torch.randn(x.shape, generator=gen, dtype=torch.float64)
     alpha = 0.05
     unit = grad / torch.linalg.vector_norm(grad.flatten(1), dim=1).view(-1, 1, 1, 1)
-    x_adv = x - (1 - remaining) * alpha * unit
+    x_adv = x - (1 - remaining) * (-alpha if targeted else alpha) * unit
     x_adv, grad, x = (t.float() for t in (x_adv, grad, x))
-    out = check_against_reference(x_adv, grad, x, norm="l2", eps=eps, alpha=alpha)
+    out = check_against_reference(x_adv, grad, x, norm="l2", eps=eps, alpha=alpha, targeted=targeted)
     assert torch.isfinite(out).all()
     assert (out - x).flatten(1).norm(dim=1).max().item() <= eps + 1e-6
 
