@@ -174,6 +174,13 @@ def _tooltip(*extra):
     return base + list(extra)
 
 
+def _interval_tips(name, suffix="", label=""):
+    """Tooltips of a mean and its 95% interval (columns mean, lo, hi, each + suffix)."""
+    return [alt_tooltip(f"mean{suffix}", f"{label}{name}", ".4f"),
+            alt_tooltip(f"lo{suffix}", f"{label}95% low", ".4f"),
+            alt_tooltip(f"hi{suffix}", f"{label}95% high", ".4f")]
+
+
 def alt_tooltip(field, title, fmt=None, kind=None):
     import altair as alt
 
@@ -247,11 +254,7 @@ def tradeoff(s: pd.DataFrame, metric: str):
     x = alt.X("mean_clean:Q", title=x_title, scale=alt.Scale(zero=False, padding=12, nice=False), axis=pct)
     y = alt.Y("mean_shift:Q", title=y_title, scale=alt.Scale(zero=False, padding=12, nice=False), axis=pct)
     tips = _tooltip(alt_tooltip("n_seeds_clean", "seeds", kind="Q"),
-                    alt_tooltip("mean_clean", f"clean {name}", ".4f"),
-                    alt_tooltip("lo_clean", "clean 95% low", ".4f"), alt_tooltip("hi_clean", "clean 95% high", ".4f"),
-                    alt_tooltip("mean_shift", f"MedMNIST-C {name}", ".4f"),
-                    alt_tooltip("lo_shift", "MedMNIST-C 95% low", ".4f"),
-                    alt_tooltip("hi_shift", "MedMNIST-C 95% high", ".4f"))
+                    *_interval_tips(name, "_clean", "clean "), *_interval_tips(name, "_shift", "MedMNIST-C "))
     points_only = alt.Chart().transform_filter("datum.role == 'point'")
     line = alt.Chart().transform_filter("datum.role == 'line'").mark_line(**LINE_LAYER_STYLE).encode(
         x=x, y=y, detail=["arch:N", "family:N"], order="train_eps:Q")
@@ -318,8 +321,7 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
         y = alt.Y("mean:Q", title=f"{name} under attack", scale=alt.Scale(domain=[0, 1]),
                   axis=alt.Axis(format=".0%"))
         tips = _tooltip(alt_tooltip("attack", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
-                        alt_tooltip("mean", name, ".4f"), alt_tooltip("lo", "95% low", ".4f"),
-                        alt_tooltip("hi", "95% high", ".4f"), alt_tooltip("n", "test images (all seeds)", kind="Q"))
+                        *_interval_tips(name), alt_tooltip("n", "test images (all seeds)", kind="Q"))
         columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "setting:N"], base,
                                     f"{NORM_NAME[norm]} attacks"))
     return alt.hconcat(*columns).properties(title=alt.Title(
@@ -364,8 +366,7 @@ def by_train_eps(s: pd.DataFrame, metric: str):
         x = alt.X("x:Q", title=x_title, axis=alt.Axis(values=sorted(d.x.unique()), format="~g"))
         y = alt.Y("mean:Q", title=name, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"))
         tips = _tooltip(alt_tooltip("series", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
-                        alt_tooltip("mean", name, ".4f"), alt_tooltip("lo", "95% low", ".4f"),
-                        alt_tooltip("hi", "95% high", ".4f"))
+                        *_interval_tips(name))
         columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "series:N"], base,
                                     f"{NORM_NAME[norm]} adversarial training"))
     return alt.hconcat(*columns).resolve_scale(color="independent").properties(title=alt.Title(
@@ -402,8 +403,7 @@ def nonrobust_features(s: pd.DataFrame, metric: str):
     xoff = {"xOffset": alt.XOffset("arch:N")} if d.arch.nunique() > 1 else {}
     y = alt.Y("mean:Q", title=f"{name} on the original test set", scale=alt.Scale(domain=[0, 1]),
               axis=alt.Axis(format=".0%"))
-    tips = _tooltip(alt_tooltip("n_seeds", "seeds", kind="Q"), alt_tooltip("mean", name, ".4f"),
-                    alt_tooltip("lo", "95% low", ".4f"), alt_tooltip("hi", "95% high", ".4f"))
+    tips = _tooltip(alt_tooltip("n_seeds", "seeds", kind="Q"), *_interval_tips(name))
     bars = alt.Chart().mark_bar(opacity=0.9).encode(x=x, y=y, color=color, tooltip=tips, **xoff)
     err = alt.Chart().mark_rule(strokeWidth=1.5, color="#333333").encode(x=x, y="lo:Q", y2="hi:Q", **xoff)
     text = alt.Chart().mark_text(dy=-7, fontSize=11).encode(x=x, y="hi:Q", text="value_text:N", **xoff)
