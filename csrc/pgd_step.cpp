@@ -305,20 +305,13 @@ at::Tensor pgd_step_cpu(const at::Tensor& x_adv, const at::Tensor& grad, const a
   TORCH_INTERNAL_ASSERT(x_adv.device().is_cpu());
   const StepBuffers b = prepare_pgd_step(x_adv, grad, x);
   if (b.n == 0) return b.out;
-  const double signed_alpha = targeted ? -alpha : alpha;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.x_adv.scalar_type(), "medgrid_pgd_step_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t step = static_cast<acc_t>(signed_alpha);
-    const acc_t e = static_cast<acc_t>(eps);
-    const scalar_t* pa = b.x_adv.const_data_ptr<scalar_t>();
-    const scalar_t* pg = b.grad.const_data_ptr<scalar_t>();
-    const scalar_t* px = b.x.const_data_ptr<scalar_t>();
-    scalar_t* po = b.out.mutable_data_ptr<scalar_t>();
+    const auto t = typed_step<scalar_t>(b, alpha, eps, targeted);
     if (which == Norm::Linf) {
-      linf_cpu(pa, pg, px, po, b.n, step, e);
+      linf_cpu(t.x_adv, t.grad, t.x, t.out, b.n, t.step, t.eps);
     } else {
-      l2_cpu(pa, pg, px, po, b.batch, b.m, step, e);
+      l2_cpu(t.x_adv, t.grad, t.x, t.out, b.batch, b.m, t.step, t.eps);
     }
   });
   return b.out;

@@ -207,21 +207,14 @@ at::Tensor pgd_step_cuda(const at::Tensor& x_adv, const at::Tensor& grad, const 
   const c10::cuda::CUDAGuard device_guard(x_adv.device());
   const StepBuffers b = prepare_pgd_step(x_adv, grad, x);
   if (b.n == 0) return b.out;
-  const double signed_alpha = targeted ? -alpha : alpha;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();  // = at::cuda::getCurrentCUDAStream()
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.x_adv.scalar_type(), "medgrid_pgd_step_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t step = static_cast<acc_t>(signed_alpha);
-    const acc_t e = static_cast<acc_t>(eps);
-    const scalar_t* pa = b.x_adv.const_data_ptr<scalar_t>();
-    const scalar_t* pg = b.grad.const_data_ptr<scalar_t>();
-    const scalar_t* px = b.x.const_data_ptr<scalar_t>();
-    scalar_t* po = b.out.mutable_data_ptr<scalar_t>();
+    const auto t = typed_step<scalar_t>(b, alpha, eps, targeted);
     if (which == Norm::Linf) {
-      launch_linf(pa, pg, px, po, b.n, step, e, stream);
+      launch_linf(t.x_adv, t.grad, t.x, t.out, b.n, t.step, t.eps, stream);
     } else {
-      launch_l2(pa, pg, px, po, b.batch, b.m, step, e, stream);
+      launch_l2(t.x_adv, t.grad, t.x, t.out, b.batch, b.m, t.step, t.eps, stream);
     }
   });
   return b.out;

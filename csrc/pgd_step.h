@@ -11,6 +11,7 @@
 
 // Light headers only (no ATen/ATen.h, no torch/extension.h): they keep each translation unit
 // quick to compile.
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/ScalarType.h>
@@ -78,6 +79,27 @@ inline StepBuffers prepare_pgd_step(const at::Tensor& x_adv, const at::Tensor& g
     b.m = b.n / b.batch;
   }
   return b;
+}
+
+// One dtype's view of a step for a kernel launcher: typed pointers into StepBuffers and the
+// signed step (-alpha when targeted) and eps in the compute type.
+template <typename scalar_t>
+struct TypedStep {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* x_adv;
+  const scalar_t* grad;
+  const scalar_t* x;
+  scalar_t* out;
+  acc_t step, eps;
+};
+
+template <typename scalar_t>
+inline TypedStep<scalar_t> typed_step(const StepBuffers& b, double alpha, double eps,
+                                      bool targeted) {
+  using acc_t = at::opmath_type<scalar_t>;
+  return {b.x_adv.const_data_ptr<scalar_t>(), b.grad.const_data_ptr<scalar_t>(),
+          b.x.const_data_ptr<scalar_t>(),     b.out.mutable_data_ptr<scalar_t>(),
+          static_cast<acc_t>(targeted ? -alpha : alpha), static_cast<acc_t>(eps)};
 }
 
 }  // namespace medgrid
