@@ -11,11 +11,18 @@ Switches (environment variables):
 
 import glob
 import os
+import re
 import shutil
 
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _version() -> str:
+    """medgrid.__version__, read from the source (the package itself cannot be imported before it is built)."""
+    with open(os.path.join(HERE, "medgrid", "__init__.py"), encoding="utf-8") as fh:
+        return re.search(r'^__version__ = "([^"]+)"', fh.read(), re.M).group(1)
 
 
 def _pip_cuda_dirs():
@@ -55,9 +62,9 @@ def _find_nvcc():
 
 
 def get_extensions():
-    """(ext_modules, cmdclass): one extension ``medgrid._C`` built from csrc/.
+    """(ext_modules, cmdclass): one extension ``medgrid._C`` built from csrc/ (laid out as pytorch/extension-cpp).
 
-    CppExtension (csrc/*.cpp) by default; CUDAExtension (plus csrc/*.cu) when torch was built
+    CppExtension (csrc/*.cpp, csrc/cpu/*.cpp) by default; CUDAExtension (plus csrc/cuda/*.cu) when torch was built
     with CUDA, nvcc is found and a GPU is visible, or always with MEDGRID_FORCE_CUDA=1 (an
     error if torch has no CUDA or nvcc is missing). TORCH_CUDA_ARCH_LIST picks the targets.
     """
@@ -68,10 +75,10 @@ def get_extensions():
 
     debug = os.environ.get("MEDGRID_DEBUG") == "1"
     force_cuda = os.environ.get("MEDGRID_FORCE_CUDA") == "1"
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     if not sources:
         return [], {}
-    cu_sources = sorted(glob.glob(os.path.join("csrc", "*.cu")))
+    cu_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
 
     nvcc = _find_nvcc() if torch.version.cuda else None
     if force_cuda:
@@ -80,7 +87,7 @@ def get_extensions():
         if nvcc is None:
             raise RuntimeError("MEDGRID_FORCE_CUDA=1 but nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
         if not cu_sources:
-            raise RuntimeError("MEDGRID_FORCE_CUDA=1 but csrc/ has no .cu sources")
+            raise RuntimeError("MEDGRID_FORCE_CUDA=1 but csrc/cuda/ has no .cu sources")
     use_cuda = bool(cu_sources) and (
         force_cuda or (bool(torch.version.cuda) and nvcc is not None and torch.cuda.is_available())
     )
@@ -117,20 +124,10 @@ def get_extensions():
     ext.include_dirs.extend(d for d in pip_includes if d not in ext.include_dirs)
 
     class BuildExtensionPipCuda(BuildExtension):
-        """Names .cu objects ``X.cu.o`` (csrc/pgd_step.cpp and csrc/pgd_step.cu would both make
-        pgd_step.o, which ninja refuses), and links against a pip-wheel libcudart (only
-        libcudart.so.N ships) via a libcudart.so symlink made in the build-temp folder."""
+        """Links against a pip-wheel libcudart (only libcudart.so.N ships) via a libcudart.so symlink
+        made in the build-temp folder."""
 
         def build_extensions(self):
-            object_filenames = self.compiler.object_filenames
-
-            def cu_aware_object_filenames(source_filenames, *args, **kwargs):
-                objects = object_filenames(source_filenames, *args, **kwargs)
-                return [obj[: -len(".o")] + ".cu.o" if src.endswith(".cu") and obj.endswith(".o") else obj
-                        for src, obj in zip(source_filenames, objects)]
-
-            self.compiler.object_filenames = cu_aware_object_filenames
-
             for lib in pip_libs:
                 if os.path.exists(os.path.join(lib, "libcudart.so")):
                     continue
@@ -156,7 +153,7 @@ ext_modules, cmdclass = get_extensions()
 
 setup(
     name="medgrid",
-    version="0.1.0",
+    version=_version(),
     description="Robustness-accuracy trade-off grids for MedMNIST classifiers (Snakemake + PyTorch)",
     packages=find_packages(include=["medgrid", "medgrid.*"]),
     python_requires=">=3.10",

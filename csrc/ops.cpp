@@ -1,8 +1,8 @@
 // Registration of the medgrid operator library and the small pybind11 module medgrid._C.
 //
 // The op itself lives in the dispatcher (TORCH_LIBRARY) so torch.compile, opcheck and
-// device dispatch see it; its kernels are registered in pgd_step.cpp (CPU) and
-// pgd_step.cu (CUDA). `import medgrid._C` loads this shared library, which runs the
+// device dispatch see it; its kernels are registered in cpu/pgd_step.cpp (CPU) and
+// cuda/pgd_step.cu (CUDA). `import medgrid._C` loads this shared library, which runs the
 // registrations; the pybind11 module adds build_info() for diagnostics.
 #include <ATen/Parallel.h>
 #include <pybind11/pybind11.h>  // torch ships pybind11; torch/extension.h would pull in all of libtorch's API

@@ -7,7 +7,7 @@
 // float16/bfloat16 load and store in their own type and compute in float32
 // (at::opmath_type); float32 and float64 compute in their own precision.
 // Kernels are launched on the current stream (at::cuda::getCurrentCUDAStream()).
-#include "pgd_step.h"
+#include "../pgd_step.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

@@ -16,7 +16,7 @@
 // AVX2 runs the L-inf step about 2x faster than SSE2, and FMA takes about 10% off the L2 step.
 // L-inf results are identical on all (its loop has no multiply that an FMA could contract);
 // L2's sums use other vector widths and contractions, so they can differ in the last bits.
-#include "pgd_step.h"
+#include "../pgd_step.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
