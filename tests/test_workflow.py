@@ -488,7 +488,8 @@ def test_env_files_parse_and_name_what_their_rules_import(tiny_run):
         assert any(str(d).replace(" ", "") == "python=3.11" for d in spec["dependencies"]), path
         deploy = path.with_name(path.stem + ".post-deploy.sh")
         assert deploy.is_file(), f"{path.name}: no {deploy.name} installing medgrid"
-        assert re.search(r"pip install .*-e \.", deploy.read_text()), deploy
+        assert "scripts/install_in_conda_env.sh" in deploy.read_text(), deploy
+    assert re.search(r"pip install .*-e \.", (REPO / "scripts" / "install_in_conda_env.sh").read_text())
     # which modules each rule's jobs imported in the tiny run
     listing = dry_run(tiny_run, "--forceall")
     dists = importlib.metadata.packages_distributions()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install medgrid itself, editable, into the active conda environment, built against the environment's
+# torch. Called by every envs/*.post-deploy.sh, which Snakemake runs once inside each new environment
+# from the working directory (the repository root). The dependencies are in the environment file;
+# --no-deps keeps pip from fetching them again.
+set -euo pipefail
+if ! grep -qs 'name="medgrid"' setup.py; then
+    echo "$0: no medgrid setup.py in $PWD; run snakemake from the medgrid repository root" >&2
+    exit 1
+fi
+python -m pip install --no-deps --no-build-isolation -e .
