@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from medgrid import attacks, checkpoint, data, ops, train
+from medgrid import data, ops, train
+from medgrid.attacks import steps, sweep
 
 EPS_GRID = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
 
@@ -46,7 +47,7 @@ def standard_model(arch: str, device: str, data_dir: Path, epochs: int):
 def run_medgrid(model, x, y, steps, skip, fused):
     os.environ["MEDGRID_FUSED"] = "1" if fused else "0"
     t0 = time.perf_counter()
-    res = attacks.robust_predictions(model, x, y, norm="linf", eps_list=EPS_GRID, steps=steps, skip=skip,
+    res = sweep.robust_predictions(model, x, y, norm="linf", eps_list=EPS_GRID, steps=steps, skip=skip,
                                      seed=0, batch_size=500)
     if x.is_cuda:
         torch.cuda.synchronize()
@@ -71,7 +72,7 @@ def timed(fn, device: str, runs: int = 20, warmup: int = 3) -> float:
 
 def iteration_anatomy(model, x, y, device: str) -> dict:
     """One L-inf PGD iteration at 4/255 split into input gradient and update step."""
-    eps, alpha = 4 / 255, attacks.default_alpha(4 / 255, 20)
+    eps, alpha = 4 / 255, steps.default_alpha(4 / 255, 20)
     torch.manual_seed(0)
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
 
@@ -99,7 +100,7 @@ def run_torchattacks(model, x, y, steps):
     t0 = time.perf_counter()
     accs = []
     for eps in EPS_GRID:
-        atk = torchattacks.PGD(model, eps=eps, alpha=attacks.default_alpha(eps, steps), steps=steps,
+        atk = torchattacks.PGD(model, eps=eps, alpha=steps.default_alpha(eps, steps), steps=steps,
                                random_start=True)
         correct = 0
         for s in range(0, len(x), 500):

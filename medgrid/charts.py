@@ -1,40 +1,24 @@
-"""Charts of the results table with Altair: interactive HTML (offline: Vega inlined), PNG and SVG.
+"""The charts of the results table, as Altair specs: each a query over the tidy table (:mod:`medgrid.results`).
 
-``medgrid charts --summary results/summary.parquet --out-dir results/charts`` writes, for each chart
-in :data:`CHARTS`, ``{name}.html`` (tooltips give the cell coordinates), ``{name}.png`` and
-``{name}.svg``, plus ``table.html`` (the seed-aggregated table for the report). Every chart is a
-query over the tidy table (:mod:`medgrid.results`), seed-aggregated with
-:func:`medgrid.aggregate.by_seed`; error bars are t-based 95% intervals over seeds (none with
-one seed).
-
-A chart whose rows are not in the table yet (MedMNIST-C rows come from the shift rules, D_rand /
-D_det / D_R rows from the feature rules) is written as a placeholder that says "no rows yet" and
-which rows it needs, in all three formats. So the output files of the workflow's ``charts`` rule
-never change, and a chart appears as soon as its rows do (the rule reruns when the summary changes).
-
-``medgrid saliency`` (the input-gradient figure) lives in :mod:`medgrid.saliency`; both subcommands
-are registered here.
+Every chart is built from the seed-aggregated view (:func:`seed_view`, with
+:func:`medgrid.aggregate.by_seed`); error bars are t-based 95% intervals over seeds (none with one
+seed). A builder returns None when the table lacks its rows; :func:`placeholder` then says which rows
+it needs. Writing them to files (HTML, PNG, SVG) is :mod:`medgrid.render`'s job.
 """
 
 from __future__ import annotations
 
-import functools
-import html
-import json
-from fractions import Fraction
-from pathlib import Path
-
+import altair as alt
 import pandas as pd
 
-from medgrid import results
-from medgrid.atomic import atomic_output
-from medgrid.errors import UserError
+from medgrid.aggregate import by_seed
+from medgrid.labels import (CHANCE_COLOR, DATA_LABEL, DATA_ORDER, DIVERGING, NORM_NAME, NORM_ORDER, OKABE_ITO,
+                            METRIC_NAME, SHIFT_COLOR, STANDARD_COLOR, attack_label, chance_level, eps_axis, ramp,
+                            setting_label)
+from medgrid.names import CHART_METRICS, CORRUPTION_MEAN, NO_CORRUPTION
 
 CHARTS = ("tradeoff", "robust_vs_eps", "by_train_eps", "nonrobust_features", "corruption_heatmap")
-FORMATS = ("html", "png", "svg")
-TABLE = "table.html"
-METRICS = {"balanced_acc": "balanced accuracy", "acc": "accuracy"}
-PNG_SCALE = 2  # PNG pixels per CSS pixel: sharp on slides and high-dpi screens
+METRICS = {m: METRIC_NAME[m] for m in CHART_METRICS}
 
 # what each chart needs, for its placeholder
 NEEDS = {
@@ -54,66 +38,8 @@ TITLES = {
     "corruption_heatmap": "Robust minus standard accuracy per corruption and severity",
 }
 
-NORM_ORDER = {"none": 0, "linf": 1, "l2": 2}
-NORM_NAME = {"none": "standard", "linf": "L∞", "l2": "L2"}
-DATA_LABEL = {"original": "original", "drand": "D_rand", "ddet": "D_det", "drobust": "D_R"}
-DATA_ORDER = {"original": 0, "drand": 1, "ddet": 2, "drobust": 3}
-
-# colour-blind-safe colours: Okabe & Ito (2008) for categories, ColorBrewer Blues / Oranges ramps
-# (blue vs orange stays distinct under deuteranopia, protanopia and tritanopia), RdBu for differences
-STANDARD_COLOR = "#000000"
-SHIFT_COLOR = "#D55E00"  # Okabe-Ito vermillion
-CHANCE_COLOR = "#777777"
-OKABE_ITO = ("#000000", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
-RAMPS = {"linf": ("#6BAED6", "#08306B"), "l2": ("#FD8D3C", "#7F2704")}
-DIVERGING = "redblue"  # vega's RdBu: red = robust model worse, blue = robust model better
-
 CELL_W, CELL_H = 300, 240
 LINE_LAYER_STYLE = dict(color="#9a9a9a", strokeWidth=1.2)
-
-
-# ------------------------------------------------------------------------------------------- labels
-
-
-def eps_text(norm: str, eps: float) -> str:
-    """2/255 for L-inf epsilons that are whole grey levels, the shortest decimal otherwise."""
-    if norm == "linf" and eps > 0:
-        frac = Fraction(eps * 255).limit_denominator(1000)
-        if frac.denominator == 1 and abs(frac.numerator / 255 - eps) < 1e-9:
-            return f"{frac.numerator}/255"
-    return f"{eps:g}"
-
-
-def setting_label(norm: str, eps: float) -> str:
-    """'standard', 'L∞ 2/255', 'L2 0.5'."""
-    if norm == "none":
-        return "standard"
-    return f"{NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
-
-
-def attack_label(norm: str, eps: float) -> str:
-    return f"PGD {NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
-
-
-def eps_axis(norm: str, what: str) -> tuple[float, str]:
-    """(factor, axis title) of an epsilon axis: L-inf in grey levels (x 1/255), L2 as is."""
-    if norm == "linf":
-        return 255.0, f"{what} ε, L∞ (grey levels, ×1/255)"
-    return 1.0, f"{what} ε, L2 (pixel values in [0, 1])"
-
-
-def _hex_mix(a: str, b: str, t: float) -> str:
-    ca = [int(a[i:i + 2], 16) for i in (1, 3, 5)]
-    cb = [int(b[i:i + 2], 16) for i in (1, 3, 5)]
-    return "#" + "".join(f"{round(x + (y - x) * t):02X}" for x, y in zip(ca, cb))
-
-
-def ramp(norm: str, k: int) -> list[str]:
-    """k colours of the norm's ramp, light to dark (one colour: a mid-dark shade)."""
-    light, dark = RAMPS.get(norm, RAMPS["linf"])
-    if k == 1:
-        return [_hex_mix(light, dark, 0.6)]
-    return [_hex_mix(light, dark, i / (k - 1)) for i in range(k)]
 
 
 def setting_scale(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -129,17 +55,6 @@ def setting_scale(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     return domain, colors
 
 
-@functools.lru_cache(maxsize=None)
-def chance_level(task: str) -> float:
-    """1 / n_classes of a task (medgrid.data.task_info); NaN when the task is unknown to medgrid."""
-    from medgrid import data
-
-    try:
-        return 1.0 / data.task_info(task).n_classes
-    except (UserError, ImportError, KeyError):
-        return float("nan")
-
-
 # ------------------------------------------------------------------------------------ seed view
 
 
@@ -150,8 +65,6 @@ def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     ``setting_order``, ``panel`` (the task, with its size when the table has several sizes)
     and ``chance``.
     """
-    from medgrid.aggregate import by_seed
-
     rows = df[df.metric == metric]
     if rows.empty:
         return pd.DataFrame()
@@ -182,8 +95,6 @@ def _interval_tips(name, suffix="", label=""):
 
 
 def alt_tooltip(field, title, fmt=None, kind=None):
-    import altair as alt
-
     kw = {"title": title}
     if fmt:
         kw["format"] = fmt
@@ -192,23 +103,17 @@ def alt_tooltip(field, title, fmt=None, kind=None):
 
 def _arch_encodings(frame: pd.DataFrame):
     """strokeDash by arch when the table has several archs, a solid line otherwise."""
-    import altair as alt
-
     if frame.arch.nunique() > 1:
         return {"strokeDash": alt.StrokeDash("arch:N", title="architecture")}
     return {}
 
 
 def _header():
-    import altair as alt
-
     return alt.Header(title=None, labelFontSize=13, labelFontWeight="bold")
 
 
 def _chance_layers(label: bool = True):
     """A dashed rule at chance level (1 / n_classes), with a label at its right end, for faceted layers."""
-    import altair as alt
-
     valid = "isValid(datum.chance) && isFinite(datum.chance)"
     rule = alt.Chart().mark_rule(strokeDash=[5, 4], color=CHANCE_COLOR).encode(
         y="mean(chance):Q").transform_filter(valid)
@@ -223,8 +128,6 @@ def _chance_layers(label: bool = True):
 
 def tradeoff(s: pd.DataFrame, metric: str):
     """(a) clean vs mean MedMNIST-C accuracy, one point per training setting (original data)."""
-    import altair as alt
-
     if s.empty:
         return None
     name = METRICS[metric]
@@ -284,8 +187,6 @@ def tradeoff(s: pd.DataFrame, metric: str):
 
 def _line_panels(d, x, y, color, tips, detail, base, title: str):
     """Lines in x order, 95% seed-interval rules, points with tooltips and the chance line; one row per panel."""
-    import altair as alt
-
     line = alt.Chart().mark_line(strokeWidth=2).encode(
         x=x, y=y, color=color, detail=detail, order="x:Q", **_arch_encodings(base))
     bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
@@ -296,8 +197,6 @@ def _line_panels(d, x, y, color, tips, detail, base, title: str):
 
 def robust_vs_eps(s: pd.DataFrame, metric: str):
     """(b) accuracy under PGD vs attack epsilon, one line per training setting; rows task, columns norm."""
-    import altair as alt
-
     if s.empty:
         return None
     name = METRICS[metric]
@@ -333,8 +232,6 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
 
 def by_train_eps(s: pd.DataFrame, metric: str):
     """(c) clean, PGD (same norm as training) and MedMNIST-C accuracy vs training epsilon."""
-    import altair as alt
-
     if s.empty:
         return None
     name = METRICS[metric]
@@ -378,8 +275,6 @@ def by_train_eps(s: pd.DataFrame, metric: str):
 
 def nonrobust_features(s: pd.DataFrame, metric: str):
     """(d) clean accuracy on the original test set of models trained on original / D_rand / D_det / D_R."""
-    import altair as alt
-
     if s.empty:
         return None
     name = METRICS[metric]
@@ -419,12 +314,10 @@ def nonrobust_features(s: pd.DataFrame, metric: str):
 
 def corruption_heatmap(s: pd.DataFrame, metric: str):
     """(e) robust minus standard accuracy per corruption (rows) and severity (columns)."""
-    import altair as alt
-
     if s.empty:
         return None
     name = METRICS[metric]
-    c = s[(s.eval_kind == "corruption") & ~s.corruption.isin(["mean", results.NO_CORRUPTION])
+    c = s[(s.eval_kind == "corruption") & ~s.corruption.isin([CORRUPTION_MEAN, NO_CORRUPTION])
           & (s.train_data == "original")]
     key = ["panel", "task", "size", "arch", "corruption", "severity"]
     std = c[c.train_norm == "none"][key + ["mean", "n_seeds"]]
@@ -477,8 +370,6 @@ BUILDERS = {
 
 def placeholder(name: str, reason: str):
     """A chart that says which rows are missing, so every output file exists."""
-    import altair as alt
-
     lines = pd.DataFrame({"i": [0, 1], "text": ["no rows yet", f"needs {reason}"]})
     return alt.Chart(lines).mark_text(fontSize=13, align="left", x=10).encode(
         y=alt.Y("i:O", axis=None), text="text:N",
@@ -487,193 +378,8 @@ def placeholder(name: str, reason: str):
         width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(TITLES[name], subtitle=f"{name}"))
 
 
-def _finish(chart):
+def finish(chart):
+    """The fonts, grid and legend every chart shares."""
     return chart.configure_axis(labelFontSize=11, titleFontSize=12, grid=True, gridColor="#e6e6e6").configure_legend(
         labelFontSize=11, titleFontSize=12, labelLimit=260).configure_title(
         fontSize=16, subtitleFontSize=12, subtitleColor="#444444", anchor="start").configure_view(stroke="#cccccc")
-
-
-HTML_PAGE = """<!DOCTYPE html>
-<html>
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>
-  body {{ margin: 12px; font-family: sans-serif; }}
-  #vis.vega-embed {{ width: 100%; display: flex; }}
-  #vis.vega-embed details, #vis.vega-embed details summary {{ position: relative; }}
-</style>
-<script type="text/javascript">
-// vega-embed with Vega and Vega-Lite {vl_version}, inlined by vl-convert so the page works offline
-{bundle}
-</script>
-</head>
-<body>
-<div id="vis"></div>
-<script type="text/javascript">
-  const spec = {spec};
-  vegaEmbed("#vis", spec, {options}).catch(function (err) {{
-    document.getElementById("vis").textContent = "chart failed to render: " + err;
-  }});
-</script>
-</body>
-</html>
-"""
-# the export menu (PNG/SVG) and the spec viewer work offline; the online Vega editor link is left out
-EMBED_OPTIONS = {"actions": {"export": True, "source": True, "compiled": False, "editor": False}}
-
-
-def _vl_version() -> str:
-    """vl-convert's name of the Vega-Lite version Altair writes (v6.1.0 -> v6_1)."""
-    import altair as alt
-
-    return "_".join(alt.SCHEMA_VERSION.split(".")[:2])
-
-
-@functools.lru_cache(maxsize=None)
-def _js_bundle(vl_version: str) -> str:
-    import vl_convert as vlc
-
-    return vlc.javascript_bundle(vl_version=vl_version)
-
-
-def _html(spec: dict, title: str) -> str:
-    vl_version = _vl_version()
-    return HTML_PAGE.format(title=html.escape(title), vl_version=vl_version, bundle=_js_bundle(vl_version),
-                            spec=json.dumps(spec).replace("</", "<\\/"), options=json.dumps(EMBED_OPTIONS))
-
-
-def save(chart, out_dir: Path, name: str) -> list[Path]:
-    """``{name}.html`` (Vega inlined: works offline), ``.png`` and ``.svg``, each written atomically.
-
-    The chart is validated and converted to a Vega-Lite spec once; vl-convert renders the images.
-    """
-    import altair as alt
-    import vl_convert as vlc
-
-    out_dir = Path(out_dir)
-    with alt.data_transformers.enable("default", max_rows=None):
-        spec = chart.to_dict()
-    vl_version = _vl_version()
-    paths = []
-    for fmt in FORMATS:
-        path = out_dir / f"{name}.{fmt}"
-        with atomic_output(path) as tmp:
-            if fmt == "html":
-                Path(tmp).write_text(_html(spec, TITLES.get(name, name)), encoding="utf-8")
-            elif fmt == "png":
-                Path(tmp).write_bytes(vlc.vegalite_to_png(spec, vl_version=vl_version, scale=PNG_SCALE))
-            else:
-                Path(tmp).write_text(vlc.vegalite_to_svg(spec, vl_version=vl_version), encoding="utf-8")
-        paths.append(path)
-    return paths
-
-
-# ------------------------------------------------------------------------------------------ table
-
-
-def _evaluation(row) -> str:
-    if row.eval_kind == "clean":
-        return "clean"
-    if row.eval_kind == "pgd":
-        return attack_label(row.eval_norm, row.eval_eps)
-    if row.eval_kind == "corruption":
-        if row.corruption == "mean":
-            return "MedMNIST-C mean"
-        return f"{row.corruption}, severity {row.severity}" if row.severity else f"{row.corruption}, all severities"
-    return row.eval_kind
-
-
-def write_table_html(df: pd.DataFrame, path: Path, source: str = "the tidy table") -> Path:
-    """The seed-aggregated table (mean, std, 95% interval) as one readable HTML page for the report."""
-    from medgrid.aggregate import by_seed
-
-    rows = df[df.metric != "grad_evals"]
-    s = by_seed(rows) if not rows.empty else pd.DataFrame(columns=list(rows.columns) + ["mean"])
-    if not s.empty:
-        s = s.assign(
-            training=[setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)],
-            data=s.train_data.map(DATA_LABEL),
-            evaluation=[_evaluation(r) for r in s.itertuples()],
-            _o1=s.train_norm.map(NORM_ORDER), _o2=s.eval_kind.map({"clean": 0, "pgd": 1, "corruption": 2}),
-        ).sort_values(["task", "size", "arch", "train_data", "_o1", "train_eps", "_o2", "eval_norm", "eval_eps",
-                       "corruption", "severity", "metric"])
-        s = s[["task", "size", "arch", "training", "data", "evaluation", "metric", "mean", "std", "ci95_t_low",
-               "ci95_t_high", "n_seeds", "n"]]
-        s = s.rename(columns={"ci95_t_low": "95% low", "ci95_t_high": "95% high", "n_seeds": "seeds",
-                              "n": "test images (all seeds)"})
-    table = s.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4f}", border=0, classes="t")
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>medgrid: seed-aggregated results</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
-table.t {{ border-collapse: collapse; font-size: 13px; }}
-table.t th {{ background: #f0f0f0; position: sticky; top: 0; text-align: left; padding: 4px 8px; }}
-table.t td {{ padding: 3px 8px; border-bottom: 1px solid #e4e4e4; font-variant-numeric: tabular-nums; }}
-table.t tr:hover td {{ background: #f7f7ff; }}
-</style></head><body>
-<h2>Seed-aggregated results</h2>
-<p>One row per measurement and training setting: mean over seeds, standard deviation (ddof 1) and the t-based
-95% interval of the mean (blank with one seed). Accuracies are fractions of the test set.
-Source: {html.escape(str(source))} ({len(df)} rows).</p>
-{table}
-</body></html>
-"""
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
-    return path
-
-
-# ------------------------------------------------------------------------------------------- driver
-
-
-def make_charts(summary, out_dir, *, metric: str = "balanced_acc") -> dict[str, str]:
-    """Every chart of :data:`CHARTS` in every format of :data:`FORMATS`, plus ``table.html``.
-
-    Returns {chart: "chart" | "placeholder"}. UserError for a missing or empty summary.
-    """
-    if metric not in METRICS:
-        raise UserError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-    df = results.read_table(summary)
-    if df.empty:
-        raise UserError(f"results table {summary} has no rows; run the evaluations first")
-    out_dir = Path(out_dir)
-    s = seed_view(df, metric)
-    status = {}
-    for name in CHARTS:
-        chart = BUILDERS[name](s, metric)
-        if chart is None:
-            chart, status[name] = placeholder(name, NEEDS[name]), "placeholder"
-        else:
-            status[name] = "chart"
-        save(_finish(chart), out_dir, name)
-        print(f"{name}: {'written' if status[name] == 'chart' else 'placeholder (no rows yet)'} -> "
-              f"{out_dir}/{name}.{{{','.join(FORMATS)}}}")
-    write_table_html(df, out_dir / TABLE, source=str(summary))
-    print(f"table: {out_dir / TABLE}")
-    return status
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def cmd_charts(args):
-    make_charts(args.summary, args.out_dir, metric=args.metric)
-
-
-def cmd_saliency(args):
-    from medgrid import saliency
-
-    saliency.cmd(args)
-
-
-def add_subcommands(sub) -> None:
-    p = sub.add_parser("charts", help="Altair charts of the summary table (HTML + PNG + SVG) and an HTML table")
-    p.add_argument("--summary", type=Path, required=True, help="tidy summary table (results/summary.parquet)")
-    p.add_argument("--out-dir", type=Path, required=True, help="folder for {chart}.{html,png,svg} and table.html")
-    p.add_argument("--metric", choices=tuple(METRICS), default="balanced_acc", help="metric shown in the charts")
-    p.set_defaults(func=cmd_charts)
-
-    from medgrid import saliency
-
-    saliency.add_parser(sub, cmd_saliency)

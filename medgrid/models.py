@@ -8,6 +8,7 @@ construction) and ``head`` (the final linear layer).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -128,6 +129,17 @@ MODELS: dict[str, Callable[[int, int, int], Classifier]] = {
     "resnet18": resnet18,
     "preact-resnet18": preact_resnet18,
 }
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Model in eval mode (BatchNorm uses running statistics, e.g. during an attack); restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def build(arch: str, in_channels: int, n_classes: int, size: int) -> Classifier:

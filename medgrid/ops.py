@@ -30,9 +30,10 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["pgd_step", "pgd_step_reference", "fused_available", "build_info", "NORMS"]
+from medgrid.names import ATTACK_NORMS
 
-NORMS = ("linf", "l2")
+__all__ = ["pgd_step", "pgd_step_reference", "fused_available", "build_info"]
+
 GRAD_NORM_TINY = 1e-12  # added to ||grad||_2 before dividing, as in csrc/pgd_step.h
 
 try:  # loading the library registers torch.ops.medgrid.pgd_step and its kernels
@@ -92,7 +93,7 @@ def _use_fused(device_type: str) -> bool:
 
 def _check_args(x_adv: Tensor, grad: Tensor, x: Tensor, norm: str, eps: float, alpha: float) -> None:
     """The op's argument checks, in Python: ValueError for values and shapes, TypeError for dtypes."""
-    if norm not in NORMS:
+    if norm not in ATTACK_NORMS:
         raise ValueError(f"pgd_step: norm must be 'linf' or 'l2', got {norm!r}")
     for name, value in (("eps", eps), ("alpha", alpha)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -157,7 +158,7 @@ if _C is not None:
 
     @torch.library.register_fake("medgrid::pgd_step")
     def _pgd_step_fake(x_adv, grad, x, norm, eps, alpha, targeted):
-        torch._check(norm in NORMS, lambda: f"pgd_step: norm must be 'linf' or 'l2', got {norm!r}")
+        torch._check(norm in ATTACK_NORMS, lambda: f"pgd_step: norm must be 'linf' or 'l2', got {norm!r}")
         torch._check(eps >= 0 and alpha >= 0, lambda: "pgd_step: eps and alpha must be >= 0")
         torch._check(x_adv.is_floating_point(), lambda: "pgd_step: x_adv must have a floating dtype")
         torch._check(grad.dtype == x_adv.dtype and x.dtype == x_adv.dtype,

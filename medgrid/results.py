@@ -13,6 +13,7 @@ import pandas as pd
 
 from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
+from medgrid.names import EVAL_KINDS, NO_CORRUPTION, NO_NORM, TRAIN_DATA, TRAIN_NORMS
 
 # column -> pandas dtype, in the order the table is written
 SCHEMA: dict[str, str] = {
@@ -35,14 +36,6 @@ SCHEMA: dict[str, str] = {
 COLUMNS = list(SCHEMA)
 # the columns that identify a measurement; (KEY, value) is unique in a valid table
 KEY = [c for c in COLUMNS if c not in ("value", "n")]
-
-NORMS = ("none", "linf", "l2")
-TRAIN_DATA = ("original", "drand", "ddet", "drobust")
-EVAL_KINDS = ("clean", "pgd", "corruption", "features")
-
-# values of the evaluation columns that do not apply to a row
-NO_NORM = "none"
-NO_CORRUPTION = "none"
 
 
 def cell_columns(settings: Mapping) -> dict:
@@ -83,7 +76,7 @@ def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
             out[col] = out[col].astype(dtype)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{source}: column {col!r} is not {dtype}: {exc}") from None
-    for col, allowed in (("train_norm", NORMS), ("eval_norm", NORMS),
+    for col, allowed in (("train_norm", TRAIN_NORMS), ("eval_norm", TRAIN_NORMS),
                          ("train_data", TRAIN_DATA), ("eval_kind", EVAL_KINDS)):
         bad = sorted(set(out[col]) - set(allowed))
         if bad:

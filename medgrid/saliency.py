@@ -18,43 +18,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from medgrid import checkpoint, data
+from medgrid.atomic import atomic_output
+from medgrid.attacks.pgd import perturb
+from medgrid.attacks.steps import default_alpha
+from medgrid.epsilon import eps_text
 from medgrid.errors import UserError
+from medgrid.labels import NORM_NAME, setting_label
+from medgrid.models import eval_mode
+from medgrid.names import SYNTHETIC_TASKS
 
 DEFAULT_ATTACK = ("linf", 2 / 255)
 DIVERGING_CMAP = "RdBu_r"
-
-
-def add_parser(sub, func) -> None:
-    p = sub.add_parser("saliency", help="input-gradient figure of standard vs robust checkpoints on a few test images")
-    p.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True,
-                   help="checkpoints of one task, e.g. the standard model then robust ones (repeat or list)")
-    p.add_argument("--data-dir", type=Path, required=True, help="folder with the task's MedMNIST-format npz")
-    p.add_argument("--data", type=Path, default=None, help="use this npz instead of the task's file in --data-dir")
-    p.add_argument("--out", type=Path, required=True, help="figure path (.png, .svg or .pdf)")
-    p.add_argument("--n", type=int, default=4, help="number of test images (one per class, in turn)")
-    p.add_argument("--attack-norm", choices=("linf", "l2"), default=None,
-                   help="norm of the adversarial examples (default: that of the first robust checkpoint)")
-    p.add_argument("--attack-eps", default=None,
-                   help="epsilon of the adversarial examples, e.g. 2/255 (default: the first robust checkpoint's)")
-    p.add_argument("--attack-steps", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random start")
-    p.add_argument("--dpi", type=int, default=150)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.set_defaults(func=func)
-
-
-def cmd(args) -> None:
-    from medgrid import epsilon
-
-    eps = epsilon.parse_eps(args.attack_eps) if args.attack_eps is not None else None
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    path = saliency_figure(args.checkpoint, args.data_dir, args.out, n=args.n, data_npz=args.data,
-                           attack_norm=args.attack_norm, attack_eps=eps, attack_steps=args.attack_steps,
-                           seed=args.seed, dpi=args.dpi)
-    print(f"wrote {path}")
 
 
 def choose_images(labels, n: int) -> list[int]:
@@ -74,11 +53,6 @@ def choose_images(labels, n: int) -> list[int]:
 
 def input_gradient(model, x, y):
     """d CE(model(x), y) / dx per sample (model in eval mode), and the predictions at x."""
-    import torch
-    from torch.nn import functional as F
-
-    from medgrid.attacks import eval_mode
-
     with eval_mode(model), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
         logits = model(x)
@@ -89,8 +63,6 @@ def input_gradient(model, x, y):
 
 def _grad_image(g):
     """(H, W) signed map for one channel, or an (H, W, 3) RGB image in [0, 1] for colour."""
-    import numpy as np
-
     g = g.cpu().numpy()
     if g.shape[0] == 1:
         return g[0]
@@ -109,13 +81,6 @@ def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, at
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("the saliency figure needs matplotlib: pip install 'medgrid[report]'") from None
-    import numpy as np
-    import torch
-
-    from medgrid import attacks, checkpoint, data
-    from medgrid.atomic import atomic_output
-    from medgrid.charts import NORM_NAME, eps_text, setting_label
-
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in ("png", "svg", "pdf"):
@@ -138,7 +103,7 @@ def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, at
                 raise UserError(f"checkpoints of different {key}: {checkpoints[0]} has {first[key]!r}, "
                                 f"{path} has {s[key]!r}; the figure compares models of one task")
     task, size = first["task"], int(first["size"])
-    n_classes = int(first["n_classes"]) if task in data.SYNTHETIC_TASKS else None
+    n_classes = int(first["n_classes"]) if task in SYNTHETIC_TASKS else None
     ds = data.load(task, size, data_dir, npz=data_npz, n_classes=n_classes)
 
     if attack_norm is None or attack_eps is None:
@@ -156,9 +121,8 @@ def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, at
     for model in models:
         g_clean, p_clean = input_gradient(model, x, y)
         gen = torch.Generator().manual_seed(seed)
-        x_adv = attacks.perturb(model, x, y, norm=attack_norm, eps=attack_eps,
-                                alpha=attacks.default_alpha(attack_eps, attack_steps), steps=attack_steps,
-                                generator=gen)
+        x_adv = perturb(model, x, y, norm=attack_norm, eps=attack_eps, alpha=default_alpha(attack_eps, attack_steps),
+                        steps=attack_steps, generator=gen)
         g_adv, p_adv = input_gradient(model, x_adv, y)
         rows.append((g_clean, p_clean, g_adv, p_adv))
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from medgrid import __version__, attacks, data, metrics, models
+from medgrid import __version__, data, metrics, models
+from medgrid.attacks.pgd import perturb
+from medgrid.attacks.steps import default_alpha
+from medgrid.predict import predict
+from medgrid.seeding import seed_everything
 
 
 @dataclass
@@ -31,15 +33,7 @@ class HParams:
     def alpha(self, eps: float) -> float:
         if self.attack_step_size is not None:
             return self.attack_step_size
-        return attacks.default_alpha(eps, self.attack_steps)
-
-
-def seed_everything(seed: int) -> None:
-    """Same seed, same weights on CPU: Python, NumPy and torch RNGs plus deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+        return default_alpha(eps, self.attack_steps)
 
 
 def _optimizer(model, hp: HParams):
@@ -60,17 +54,6 @@ def _lr_factor(hp: HParams, progress: float) -> float:
     if hp.schedule == "constant":
         return 1.0
     raise ValueError(f"unknown schedule {hp.schedule!r}")
-
-
-@torch.no_grad()
-def predict(model, split: data.Split, batch_size: int = 1000, autocast: bool = False):
-    """(logits as float32, labels) for a whole split, model in eval mode."""
-    with attacks.eval_mode(model):
-        outs = []
-        for x, _ in data.iterate(split, batch_size):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                outs.append(model(x).float())
-    return torch.cat(outs), split.labels
 
 
 def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
@@ -103,8 +86,8 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
             if on_cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             if norm != "none" and eps > 0:
-                x = attacks.perturb(model, x, y, norm=norm, eps=eps, alpha=hp.alpha(eps),
-                                    steps=hp.attack_steps, generator=attack_gen)
+                x = perturb(model, x, y, norm=norm, eps=eps, alpha=hp.alpha(eps),
+                           steps=hp.attack_steps, generator=attack_gen)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)

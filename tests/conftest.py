@@ -15,9 +15,9 @@ def write_fake_medmnist(directory, task, size=28, *, n=(12, 4, 6), n_channels=No
 
     Channels and classes default to the task's; returns the path. ``name`` overrides the file name.
     """
-    from medgrid import data
+    from medgrid import tasks
 
-    info = data.task_info(task)
+    info = tasks.task_info(task)
     c = info.n_channels if n_channels is None else n_channels
     k = info.n_classes if n_classes is None else n_classes
     rng = np.random.default_rng(seed)
@@ -29,7 +29,7 @@ def write_fake_medmnist(directory, task, size=28, *, n=(12, 4, 6), n_channels=No
         arrays[f"{split}_labels"] = labels if labels_1d else labels.reshape(-1, 1)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name if name else data.npz_path(directory, task, size)
+    path = directory / name if name else tasks.npz_path(directory, task, size)
     np.savez_compressed(path, **arrays)
     return path
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from medgrid import attacks
+from medgrid.attacks import pgd, steps, sweep
 
 
 def tiny_model(channels=1, classes=3, seed=0):
@@ -26,7 +26,7 @@ def batch(n=48, channels=1, classes=3, seed=1):
 def test_perturb_stays_in_ball_and_box(norm, eps, targeted):
     model = tiny_model()
     x, y = batch()
-    x_adv = attacks.perturb(model, x, y, norm=norm, eps=eps, alpha=attacks.default_alpha(eps, 5) or 0.1,
+    x_adv = pgd.perturb(model, x, y, norm=norm, eps=eps, alpha=steps.default_alpha(eps, 5) or 0.1,
                             steps=5, targeted=targeted, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(x_adv).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -39,7 +39,7 @@ def test_perturb_stays_in_ball_and_box(norm, eps, targeted):
 
 def test_random_start_l2_is_inside_ball():
     x = torch.full((200, 3, 8, 8), 0.5)
-    x0 = attacks.random_start(x, "l2", 0.3, torch.Generator().manual_seed(0))
+    x0 = steps.random_start(x, "l2", 0.3, torch.Generator().manual_seed(0))
     norms = (x0 - x).flatten(1).norm(dim=1)
     assert (norms <= 0.3 + 1e-6).all() and norms.mean() > 0.2   # uniform in the ball: mass near the surface
 
@@ -47,9 +47,9 @@ def test_random_start_l2_is_inside_ball():
 def test_attack_restores_training_mode():
     model = tiny_model().train()
     x, y = batch()
-    attacks.perturb(model, x, y, norm="linf", eps=0.1, alpha=0.05, steps=2)
+    pgd.perturb(model, x, y, norm="linf", eps=0.1, alpha=0.05, steps=2)
     assert model.training
-    attacks.robust_predictions(model, x, y, norm="linf", eps_list=[0.1], steps=2)
+    sweep.robust_predictions(model, x, y, norm="linf", eps_list=[0.1], steps=2)
     assert model.training
 
 
@@ -57,10 +57,10 @@ def test_untargeted_attack_raises_loss_and_targeted_reaches_target():
     model = tiny_model()
     x, y = batch(n=64)
     loss = nn.functional.cross_entropy
-    x_adv = attacks.perturb(model, x, y, norm="linf", eps=0.3, alpha=0.05, steps=20)
+    x_adv = pgd.perturb(model, x, y, norm="linf", eps=0.3, alpha=0.05, steps=20)
     assert loss(model(x_adv), y) > loss(model(x), y)
     target = (y + 1) % 3
-    x_t = attacks.perturb(model, x, target, norm="l2", eps=3.0, alpha=0.5, steps=30, targeted=True)
+    x_t = pgd.perturb(model, x, target, norm="l2", eps=3.0, alpha=0.5, steps=30, targeted=True)
     with torch.no_grad():
         hit = (model(x_t).argmax(1) == target).float().mean().item()
     assert hit > 0.8
@@ -71,8 +71,8 @@ def test_robust_predictions_skip_equals_no_skip_and_costs_less(norm, eps_list):
     model = tiny_model()
     x, y = batch(n=96)
     kw = dict(norm=norm, eps_list=eps_list, steps=10, restarts=2, seed=3, batch_size=40)
-    fast = attacks.robust_predictions(model, x, y, skip=True, **kw)
-    slow = attacks.robust_predictions(model, x, y, skip=False, **kw)
+    fast = sweep.robust_predictions(model, x, y, skip=True, **kw)
+    slow = sweep.robust_predictions(model, x, y, skip=False, **kw)
     with torch.no_grad():
         clean_correct = model(x).argmax(1) == y
     previous = clean_correct
@@ -92,6 +92,6 @@ def test_robust_predictions_skip_equals_no_skip_and_costs_less(norm, eps_list):
 def test_robust_predictions_eps_zero_is_clean_accuracy():
     model = tiny_model()
     x, y = batch()
-    (res,) = attacks.robust_predictions(model, x, y, norm="l2", eps_list=[0.0], steps=3)
+    (res,) = sweep.robust_predictions(model, x, y, norm="l2", eps_list=[0.0], steps=3)
     with torch.no_grad():
         assert torch.equal(res.correct, model(x).argmax(1) == y)

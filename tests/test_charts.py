@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medgrid import charts, results
+from medgrid import charts, epsilon, labels, npz, render, results, synthetic
 from medgrid.errors import UserError
 
 pytest.importorskip("altair")
@@ -89,7 +89,7 @@ def full_charts(tmp_path_factory, full_table):
     """Every chart of the full hand-made table, written once: (folder, status)."""
     root = tmp_path_factory.mktemp("charts")
     results.write_table(full_table, root / "summary.parquet")
-    status = charts.make_charts(root / "summary.parquet", root / "charts")
+    status = render.make_charts(root / "summary.parquet", root / "charts")
     return root / "charts", status
 
 
@@ -147,18 +147,18 @@ def test_missing_rows_give_placeholders_and_exports(tmp_path):
     path = tmp_path / "summary.parquet"
     results.write_table(table, path)
     out = tmp_path / "charts"
-    status = charts.make_charts(path, out)
+    status = render.make_charts(path, out)
     assert status == {"tradeoff": "placeholder", "robust_vs_eps": "chart", "by_train_eps": "chart",
                       "nonrobust_features": "placeholder", "corruption_heatmap": "placeholder"}
     for name in charts.CHARTS:
-        for fmt in charts.FORMATS:
+        for fmt in render.FORMATS:
             assert (out / f"{name}.{fmt}").stat().st_size > 0
     assert "no rows yet" in (out / "tradeoff.svg").read_text()
     assert "no rows yet" not in (out / "robust_vs_eps.svg").read_text()
     _png_ok(out / "robust_vs_eps.png")
     page = (out / "tradeoff.html").read_text()
     assert "<script" in page and "cdn.jsdelivr" not in page and "vega" in page
-    table_page = (out / charts.TABLE).read_text()
+    table_page = (out / render.TABLE).read_text()
     assert "PGD L∞ 2/255" in table_page and "grad_evals" not in table_page
     assert not list(out.glob(".*tmp"))
 
@@ -172,19 +172,19 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     empty = tmp_path / "empty.parquet"
     results.write_table(make_table().iloc[:0], empty)
     with pytest.raises(UserError, match="no rows"):
-        charts.make_charts(empty, tmp_path / "c")
+        render.make_charts(empty, tmp_path / "c")
     assert not (tmp_path / "c").exists()
 
 
 def test_labels_and_chance():
-    assert charts.setting_label("linf", 8 / 255) == "L∞ 8/255"
-    assert charts.setting_label("l2", 0.5) == "L2 0.5"
-    assert charts.setting_label("none", 0.0) == "standard"
-    assert charts.eps_text("linf", 0.01) == "0.01"
-    assert charts.chance_level("synthetic") == pytest.approx(0.25)
-    assert charts.chance_level("breastmnist") == pytest.approx(0.5)
-    assert np.isnan(charts.chance_level("not-a-task"))
-    assert len(set(charts.ramp("linf", 4))) == 4
+    assert labels.setting_label("linf", 8 / 255) == "L∞ 8/255"
+    assert labels.setting_label("l2", 0.5) == "L2 0.5"
+    assert labels.setting_label("none", 0.0) == "standard"
+    assert epsilon.eps_text("linf", 0.01) == "0.01"
+    assert labels.chance_level("synthetic") == pytest.approx(0.25)
+    assert labels.chance_level("breastmnist") == pytest.approx(0.5)
+    assert np.isnan(labels.chance_level("not-a-task"))
+    assert len(set(labels.ramp("linf", 4))) == 4
 
 
 # ------------------------------------------------------------------------------------------ saliency
@@ -194,11 +194,11 @@ def test_labels_and_chance():
 def tiny_checkpoints(tmp_path_factory):
     import torch
 
-    from medgrid import checkpoint, data, models
+    from medgrid import checkpoint, models
 
     root = tmp_path_factory.mktemp("saliency")
-    arrays = data.generate_synthetic("synthetic", 28, seed=0, n_train=8, n_val=8, n_test=16)
-    data.write_npz(root / "synthetic.npz", arrays)
+    arrays = synthetic.generate("synthetic", 28, seed=0, n_train=8, n_val=8, n_test=16)
+    npz.write_npz(root / "synthetic.npz", arrays)
     paths = []
     for norm, eps in (("none", 0.0), ("linf", 2 / 255)):
         torch.manual_seed(len(paths))

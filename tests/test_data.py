@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgrid import data
+from medgrid import data, names, npz, synthetic, tasks
 from medgrid.errors import UserError
 
 
@@ -24,19 +24,19 @@ def one_line(exc_info) -> str:
 
 
 def test_task_lists():
-    assert data.TASKS == data.MEDMNIST_2D + data.SYNTHETIC_TASKS
-    assert data.SYNTHETIC_TASKS == ("synthetic", "synthetic-rgb")
-    assert data.SIZES == (28, 64, 128, 224)
-    assert "chestmnist" not in data.MEDMNIST_2D
-    assert len(data.MEDMNIST_2D) == 11
+    assert names.TASKS == names.MEDMNIST_2D + names.SYNTHETIC_TASKS
+    assert names.SYNTHETIC_TASKS == ("synthetic", "synthetic-rgb")
+    assert names.SIZES == (28, 64, 128, 224)
+    assert "chestmnist" not in names.MEDMNIST_2D
+    assert len(names.MEDMNIST_2D) == 11
 
 
-@pytest.mark.parametrize("task", data.MEDMNIST_2D)
+@pytest.mark.parametrize("task", names.MEDMNIST_2D)
 def test_task_info_matches_medmnist(task):
     import medmnist
 
     raw = medmnist.INFO[task]
-    info = data.task_info(task)
+    info = tasks.task_info(task)
     assert info.name == task
     assert info.n_channels == raw["n_channels"]
     assert info.n_classes == len(raw["label"])
@@ -45,41 +45,41 @@ def test_task_info_matches_medmnist(task):
 
 
 def test_task_info_examples():
-    b = data.task_info("breastmnist")
+    b = tasks.task_info("breastmnist")
     assert (b.n_channels, b.n_classes, b.task_type) == (1, 2, "binary-class")
-    p = data.task_info("pathmnist")
+    p = tasks.task_info("pathmnist")
     assert (p.n_channels, p.n_classes, p.task_type) == (3, 9, "multi-class")
-    assert data.task_info("retinamnist").task_type == "multi-class"  # ordinal grades as 5 classes
-    s = data.task_info("synthetic")
+    assert tasks.task_info("retinamnist").task_type == "multi-class"  # ordinal grades as 5 classes
+    s = tasks.task_info("synthetic")
     assert (s.n_channels, s.n_classes, s.task_type) == (1, 4, "multi-class")
-    assert data.task_info("synthetic-rgb").n_channels == 3
-    assert data.task_info("synthetic", n_classes=2).task_type == "binary-class"
+    assert tasks.task_info("synthetic-rgb").n_channels == 3
+    assert tasks.task_info("synthetic", n_classes=2).task_type == "binary-class"
 
 
 def test_unknown_task_lists_valid_names():
     with pytest.raises(UserError) as e:
-        data.task_info("brestmnist")
+        tasks.task_info("brestmnist")
     msg = one_line(e)
     assert "brestmnist" in msg
-    for name in data.TASKS:
+    for name in names.TASKS:
         assert name in msg
 
 
 def test_multilabel_and_3d_refused():
     with pytest.raises(UserError) as e:
-        data.task_info("chestmnist")
+        tasks.task_info("chestmnist")
     assert "multi-label" in one_line(e)
     with pytest.raises(UserError) as e:
         data.load("chestmnist", 28, "/nonexistent")
     assert "multi-label" in one_line(e)
     with pytest.raises(UserError) as e:
-        data.task_info("organmnist3d")
+        tasks.task_info("organmnist3d")
     assert "3D" in one_line(e)
     with pytest.raises(UserError) as e:
         data.prepare("nodulemnist3d", 28, "/nonexistent", download=False)
     assert "3D" in one_line(e)
     with pytest.raises(UserError):
-        data.task_info("breastmnist", n_classes=3)
+        tasks.task_info("breastmnist", n_classes=3)
 
 
 def test_bad_sizes(tmp_path):
@@ -95,9 +95,9 @@ def test_bad_sizes(tmp_path):
 
 
 def test_npz_path():
-    assert data.npz_path("/d", "pathmnist", 28) == Path("/d/pathmnist.npz")
-    assert data.npz_path(Path("/d"), "pathmnist", 64) == Path("/d/pathmnist_64.npz")
-    assert data.npz_path("/d", "synthetic-rgb", 224) == Path("/d/synthetic-rgb_224.npz")
+    assert tasks.npz_path("/d", "pathmnist", 28) == Path("/d/pathmnist.npz")
+    assert tasks.npz_path(Path("/d"), "pathmnist", 64) == Path("/d/pathmnist_64.npz")
+    assert tasks.npz_path("/d", "synthetic-rgb", 224) == Path("/d/synthetic-rgb_224.npz")
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -106,7 +106,7 @@ def test_npz_path():
 def test_load_grey_28(tmp_path, fake_medmnist):
     path = fake_medmnist(tmp_path, "breastmnist", 28, n=(10, 3, 5))
     ds = data.load("breastmnist", 28, tmp_path)
-    assert ds.path == path and ds.size == 28 and ds.info == data.task_info("breastmnist")
+    assert ds.path == path and ds.size == 28 and ds.info == tasks.task_info("breastmnist")
     assert ds.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     raw = np.load(path)
     for split, n in zip(("train", "val", "test"), (10, 3, 5)):
@@ -163,7 +163,7 @@ def test_missing_file_names_fetch_command(tmp_path):
 
 
 def test_corrupt_files(tmp_path, fake_medmnist):
-    path = data.npz_path(tmp_path, "breastmnist", 28)
+    path = tasks.npz_path(tmp_path, "breastmnist", 28)
     path.write_bytes(b"this is not a zip archive at all" * 10)
     with pytest.raises(UserError) as e:
         data.load("breastmnist", 28, tmp_path)
@@ -200,7 +200,7 @@ def _arrays(n=(6, 2, 3), size=28, shape_tail=(), dtype=np.uint8, n_classes=2):
 
 
 def _load_arrays(tmp_path, arrays, task="breastmnist", size=28):
-    np.savez(data.npz_path(tmp_path, task, size), **arrays)
+    np.savez(tasks.npz_path(tmp_path, task, size), **arrays)
     with pytest.raises(UserError) as e:
         data.load(task, size, tmp_path)
     return one_line(e)
@@ -237,7 +237,7 @@ def test_wrong_image_shape(tmp_path, case):
 
 
 def test_grey_with_trailing_channel_accepted(tmp_path):
-    np.savez(data.npz_path(tmp_path, "breastmnist", 28), **_arrays(shape_tail=(1,)))
+    np.savez(tasks.npz_path(tmp_path, "breastmnist", 28), **_arrays(shape_tail=(1,)))
     assert data.load("breastmnist", 28, tmp_path).train.images.shape == (6, 1, 28, 28)
 
 
@@ -269,9 +269,9 @@ def test_labels_bad_dtype_shape_count(tmp_path):
 
 def test_write_npz_atomic_and_reproducible(tmp_path):
     arrays = _arrays(shape_tail=(3,))
-    a = data.write_npz(tmp_path / "a" / "x.npz", arrays)
+    a = npz.write_npz(tmp_path / "a" / "x.npz", arrays)
     time.sleep(1.1)  # zip timestamps have 2 s resolution; fixed ones must make this irrelevant
-    b = data.write_npz(tmp_path / "b" / "x.npz", arrays)
+    b = npz.write_npz(tmp_path / "b" / "x.npz", arrays)
     assert a.read_bytes() == b.read_bytes()
     assert os.listdir(tmp_path / "a") == ["x.npz"]
     with np.load(a) as z:
@@ -283,7 +283,7 @@ def test_write_npz_atomic_and_reproducible(tmp_path):
     # a failed write leaves the old file intact and no temporary file behind
     before = a.read_bytes()
     with pytest.raises(ValueError):
-        data.write_npz(a, {"train_images": np.array([object()], dtype=object)})
+        npz.write_npz(a, {"train_images": np.array([object()], dtype=object)})
     assert a.read_bytes() == before
     assert os.listdir(tmp_path / "a") == ["x.npz"]
 
@@ -433,7 +433,7 @@ def test_synthetic_prepare_load_deterministic(tmp_path):
     assert torch.bincount(ds.train.labels).tolist() == [75, 75, 75, 75]
     assert ds.sha256 == data.load("synthetic", 28, tmp_path / "b").sha256
     with np.load(a) as z:  # MedMNIST layout exactly
-        assert sorted(z.files) == sorted(data.REQUIRED_KEYS)
+        assert sorted(z.files) == sorted(npz.REQUIRED_KEYS)
         assert z["train_images"].dtype == np.uint8 and z["train_images"].shape == (300, 28, 28)
         assert z["train_labels"].dtype == np.uint8 and z["train_labels"].shape == (300, 1)
 
@@ -461,7 +461,7 @@ def test_synthetic_bad_parameters(tmp_path):
 
 def test_synthetic_generation_fast():
     t = time.perf_counter()
-    arrays = data.generate_synthetic("synthetic", 28, seed=0)  # default 4000 / 500 / 1000
+    arrays = synthetic.generate("synthetic", 28, seed=0)  # default 4000 / 500 / 1000
     elapsed = time.perf_counter() - t
     assert arrays["train_images"].shape == (4000, 28, 28) and arrays["test_images"].shape == (1000, 28, 28)
     assert elapsed < 5.0, f"generation took {elapsed:.1f} s"
@@ -472,11 +472,11 @@ def test_synthetic_texture_is_exact_integer_pattern(task, size):
     """The image with texture minus the same image without it is exactly +-k times the class pattern."""
     k = 4
     kw = dict(seed=1, n_train=200, n_val=1, n_test=1)
-    with_t = data.generate_synthetic(task, size, amplitude=k, **kw)
-    without = data.generate_synthetic(task, size, amplitude=0, **kw)
+    with_t = synthetic.generate(task, size, amplitude=k, **kw)
+    without = synthetic.generate(task, size, amplitude=0, **kw)
     labels = with_t["train_labels"].ravel()
     assert np.array_equal(labels, without["train_labels"].ravel())
-    pattern = data.texture_patterns(4, size, seed=1).astype(int)[labels]
+    pattern = synthetic.texture_patterns(4, size, seed=1).astype(int)[labels]
     if task == "synthetic-rgb":
         pattern = pattern[..., None]
     diff = with_t["train_images"].astype(int) - without["train_images"].astype(int)
@@ -493,7 +493,7 @@ def test_texture_energy_near_nyquist():
     from scipy.ndimage import gaussian_filter
 
     for size in (28, 64):
-        p = data.texture_patterns(4, size, seed=0).astype(float)
+        p = synthetic.texture_patterns(4, size, seed=0).astype(float)
         assert set(np.unique(p)) == {-1.0, 1.0}
         kept = (gaussian_filter(p, (0, 1.5, 1.5), mode="wrap") ** 2).sum() / (p ** 2).sum()
         assert kept < 0.01, kept
@@ -508,7 +508,7 @@ def test_synthetic_blob_at_class_centres(size):
     """Robust feature: the class-mean image (minus the overall mean) peaks near the class centre."""
     from scipy.ndimage import gaussian_filter
 
-    a = data.generate_synthetic("synthetic", size, seed=0, amplitude=0, n_train=800, n_val=1, n_test=1)
+    a = synthetic.generate("synthetic", size, seed=0, amplitude=0, n_train=800, n_val=1, n_test=1)
     x = a["train_images"].astype(float)
     y = a["train_labels"].ravel()
     f = size / 28
@@ -548,19 +548,19 @@ def _blurred(x):
 def test_synthetic_linear_probes():
     """Texture alone is near-perfectly predictive; with it blurred away only the blob (Bayes ~0.865) is left."""
     kw = dict(seed=0, n_train=1200, n_val=1, n_test=800)
-    d = data.generate_synthetic("synthetic", 28, **kw)
+    d = synthetic.generate("synthetic", 28, **kw)
     texture = _probe(d, _highpass)
     blurred = _probe(d, _blurred)
     assert texture >= 0.97, texture
     assert 0.70 <= blurred <= 0.93, blurred
     assert blurred <= texture - 0.05
     # control: without the planted texture the high-pass probe sees only what is left of the blob
-    d0 = data.generate_synthetic("synthetic", 28, amplitude=0, **kw)
+    d0 = synthetic.generate("synthetic", 28, amplitude=0, **kw)
     assert _probe(d0, _highpass) <= 0.90
 
 
 def test_synthetic_rgb_texture_probe():
-    d = data.generate_synthetic("synthetic-rgb", 28, seed=2, n_train=600, n_val=1, n_test=400)
+    d = synthetic.generate("synthetic-rgb", 28, seed=2, n_train=600, n_val=1, n_test=400)
     gray = {k: (v.mean(-1).round().astype(np.uint8) if k.endswith("images") else v) for k, v in d.items()}
     assert _probe(gray, _highpass) >= 0.97
 

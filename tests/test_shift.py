@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from medgrid import checkpoint, cli, data, results, shift
+from medgrid import checkpoint, cli, corruptions, data, evaluate, names, npz, results, shift, synthetic
 from medgrid.errors import UserError
 
 registry = pytest.importorskip("medmnistc.corruptions.registry",
@@ -40,7 +40,7 @@ def write_task(path, images, labels, splits=("test",)):
     for s in splits:
         arrays[f"{s}_images"] = images
         arrays[f"{s}_labels"] = np.asarray(labels, dtype=np.uint8).reshape(-1, 1)
-    data.write_npz(path, arrays)
+    npz.write_npz(path, arrays)
     return path
 
 
@@ -61,14 +61,14 @@ def assert_one_line_error(code, err, *needles):
 
 
 def test_names_follow_medmnistc_registry_and_workflow_table():
-    for task in data.MEDMNIST_2D:
-        assert list(shift.corruption_names(task)) == list(registry.CORRUPTIONS_DS[task])
-    for name, flag in shift.SYNTHETIC_SUITE.items():
+    for task in names.MEDMNIST_2D:
+        assert list(corruptions.corruption_names(task)) == list(registry.CORRUPTIONS_DS[task])
+    for name, flag in corruptions.SYNTHETIC_SUITE.items():
         assert name in registry.CORRUPTIONS_DS[flag]
     # the static table of workflow/rules/shift.smk (Snakemake cannot import medmnistc)
     text = (ROOT / "workflow" / "rules" / "shift.smk").read_text()
     table = ast.literal_eval(re.search(r"^SHIFT_CORRUPTIONS = (\{.*?^\})", text, re.S | re.M).group(1))
-    assert table == {t: list(shift.corruption_names(t)) for t in data.TASKS}
+    assert table == {t: list(corruptions.corruption_names(t)) for t in names.TASKS}
 
 
 # -------------------------------------------------------------------------------------- generation
@@ -114,7 +114,7 @@ def test_rgb_and_nearest_round_trip(tmp_path):
         assert z["test_images"].shape == (10, 28, 28, 3)
     # upsampled with nearest and box-resized back, 28 -> 224 -> 28 is the identity
     for img in images:
-        assert np.array_equal(shift._resize(shift._resize(img, 224, "NEAREST"), 28, "BOX"), img)
+        assert np.array_equal(corruptions.resize(corruptions.resize(img, 224, "NEAREST"), 28, "BOX"), img)
 
 
 def test_same_images_as_medmnistc_dataset_manager(tmp_path):
@@ -159,14 +159,14 @@ def test_corrupt_at_224_resizes_to_model_size(tmp_path):
 def test_texture_shuffled_keeps_robust_features(tmp_path):
     data.prepare("synthetic", 28, tmp_path, seed=5, n_train=8, n_val=8, n_test=200)
     (p,) = shift.prepare("synthetic", 28, tmp_path, tmp_path / "c", source="generate",
-                         corruptions=[shift.TEXTURE_SHUFFLED], data_seed=5)
+                         corruptions=[names.TEXTURE_SHUFFLED], data_seed=5)
     clean = data.load("synthetic", 28, tmp_path).test
     x, y = clean.images[:, 0].numpy().astype(int), clean.labels.numpy()
     with np.load(p) as z:
         shuffled, labels = z["test_images"].astype(int), z["test_labels"].ravel()
     assert shuffled.shape == x.shape and np.array_equal(labels, y)
     # the difference is exactly the texture of another class minus the own one (amplitude 4)
-    patterns = data.texture_patterns(4, 28, 5).astype(int)
+    patterns = synthetic.texture_patterns(4, 28, 5).astype(int)
     diff = shuffled - x
     texture = [next(k for k in range(4) if np.array_equal(d, 4 * (patterns[k] - patterns[c])))
                for d, c in zip(diff, y)]
@@ -175,7 +175,7 @@ def test_texture_shuffled_keeps_robust_features(tmp_path):
     assert len(set(texture)) == 4
     with pytest.raises(UserError, match="--data-seed"):
         shift.prepare("synthetic", 28, tmp_path, tmp_path / "c", source="generate",
-                      corruptions=[shift.TEXTURE_SHUFFLED], data_seed=6)
+                      corruptions=[names.TEXTURE_SHUFFLED], data_seed=6)
 
 
 def test_download_from_a_mirror(tmp_path, monkeypatch):
@@ -192,7 +192,7 @@ def test_download_from_a_mirror(tmp_path, monkeypatch):
                          corruptions=["pixelate"])
     with np.load(p) as z:
         assert z["test_images"].shape == (10, 28, 28)
-        expected = np.stack([shift._resize(img, 28, "BOX") for img in images])
+        expected = np.stack([corruptions.resize(img, 28, "BOX") for img in images])
         assert np.array_equal(z["test_images"], expected)
     assert (tmp_path / "d" / "medmnist-c" / "breastmnist.zip").is_file()  # cached for the other corruptions
 
@@ -233,7 +233,7 @@ def test_rows_against_sklearn_and_medmnistc_evaluator(tmp_path):
         preds[name] = p
     cell = results.cell_columns({"task": "breastmnist", "size": 28, "arch": "x", "norm": "none", "eps": 0,
                                  "seed": 0})
-    rows = results.from_rows(shift.shift_rows(FirstPixel(2), ds, cell, tmp_path / "c",
+    rows = results.from_rows(evaluate.corruption_rows(FirstPixel(2), ds, cell, tmp_path / "c",
                                               corruptions=list(preds)))
     assert set(rows.eval_kind) == {"corruption"}
 
@@ -273,21 +273,21 @@ def test_evaluate_cli_writes_a_shift_table(tmp_path, capsys):
     model = models.build("cnn-small", 1, 4, 28)
     checkpoint.save(ckpt, model, {"task": "synthetic", "size": 28, "arch": "cnn-small", "norm": "none",
                                   "eps": 0.0, "seed": 0, "n_channels": 1, "n_classes": 4})
-    names = ["brightness_down", shift.TEXTURE_SHUFFLED]
+    chosen = ["brightness_down", names.TEXTURE_SHUFFLED]
     argv = ["shift", "prepare", "--task", "synthetic", "--size", "28", "--data-dir", d, "--out-dir",
             tmp_path / "c", "--source", "generate"]
-    for name in names:
+    for name in chosen:
         argv += ["--corruption", name]
     assert run(capsys, *argv)[0] == 0
     out = tmp_path / "shift.parquet"
     code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data-dir", d, "--shift-dir", tmp_path / "c",
-                    "--shift-corruptions", ",".join(names), "--no-clean", "--out", out)
+                    "--shift-corruptions", ",".join(chosen), "--no-clean", "--out", out)
     assert code == 0, err
     table = results.read_table(out)
     assert set(table.eval_kind) == {"corruption"}
     got = {(c, s, m) for c, s, m in zip(table.corruption, table.severity, table.metric)}
     expected = {(c, s, m) for c in ("brightness_down",) for s in range(6) for m in ("acc", "balanced_acc")}
-    expected |= {(shift.TEXTURE_SHUFFLED, 0, m) for m in ("acc", "balanced_acc")}
+    expected |= {(names.TEXTURE_SHUFFLED, 0, m) for m in ("acc", "balanced_acc")}
     expected |= {("mean", 0, m) for m in ("acc", "balanced_acc")}
     assert got == expected
     assert (table[table.severity > 0].n == 30).all()
@@ -327,7 +327,7 @@ def test_bad_input_is_one_line(breast_dir, tmp_path, capsys, monkeypatch):
     code, err = run(capsys, "shift", "prepare", "--task", "breastmnist", "--data-dir", tmp_path / "w", "--out-dir",
                     tmp_path / "c", "--source", "generate", "--corrupt-at", "model_size")
     assert_one_line_error(code, err, "test_images has shape (2, 32, 32), expected (N, 28, 28)")
-    data.write_npz(tmp_path / "k" / "breastmnist.npz", {"images": smooth_images(2, 28)})
+    npz.write_npz(tmp_path / "k" / "breastmnist.npz", {"images": smooth_images(2, 28)})
     code, err = run(capsys, "shift", "prepare", "--task", "breastmnist", "--data-dir", tmp_path / "k", "--out-dir",
                     tmp_path / "c", "--source", "generate", "--corrupt-at", "model_size")
     assert_one_line_error(code, err, "lacks test_images, test_labels")

@@ -1,0 +1,17 @@
+"""``medgrid aggregate``: every cell's table into one summary, its CSV and its by-seed view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    p.add_argument("tables", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="summary .parquet; .csv and _by_seed.parquet beside it")
+    p.add_argument("--expect", type=int, default=None, help="number of tables expected (missing cells are errors)")
+
+
+def run(args) -> None:
+    from medgrid import aggregate
+
+    aggregate.aggregate(args.tables, args.out, expected=args.expect)

@@ -1,0 +1,74 @@
+"""What every command shares: the one-line-error parser, option groups, and the set-up a command does
+before its work (threads, device, output folders)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from medgrid.errors import UserError
+from medgrid.names import DEVICES
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (exit 2) instead of usage + message."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """--threads and --device."""
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when torch sees a GPU")
+
+
+def add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
+    """--data-dir, then --threads and --device: the options of commands that load data and models."""
+    p.add_argument("--data-dir", type=Path, required=data_required,
+                   help="folder with MedMNIST-format npz files ({task}.npz, {task}_{size}.npz)")
+    add_runtime_options(p)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads, when given."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def pick_device(name: str) -> str:
+    """"auto" -> cuda when torch sees a GPU, else cpu; "cuda" without a GPU is a user error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but torch sees no GPU")
+    return name
+
+
+def check_writable(*paths: Path | None) -> None:
+    """Fail before hours of work if an output cannot be written (None: no such output)."""
+    for path in paths:
+        if path is None:
+            continue
+        parent = Path(path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create output folder {parent}: {exc.strerror}") from None
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"output folder {parent} is not writable")
+
+
+def at_least(value: int, minimum: int, option: str) -> int:
+    """An integer option's value, or a UserError naming the option."""
+    if value < minimum:
+        raise UserError(f"{option} must be >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,18 @@
+"""``medgrid charts``: the Altair charts (HTML, PNG, SVG) and the HTML table of a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medgrid.names import CHART_METRICS
+
+def add_arguments(p) -> None:
+    p.add_argument("--summary", type=Path, required=True, help="tidy summary table (results/summary.parquet)")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for {chart}.{html,png,svg} and table.html")
+    p.add_argument("--metric", choices=CHART_METRICS, default="balanced_acc", help="metric shown in the charts")
+
+
+def run(args) -> None:
+    from medgrid import render
+
+    render.make_charts(args.summary, args.out_dir, metric=args.metric)

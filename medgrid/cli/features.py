@@ -1,0 +1,127 @@
+"""``medgrid features nonrobust|robust``: Ilyas et al.'s datasets from a source checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
+from medgrid.errors import UserError
+from medgrid.names import ATTACK_NORMS, NONROBUST_MODES, RAND_TARGETS, ROBUST_INITS
+
+
+def _common(q, *, robust_source: bool) -> None:
+    q.add_argument("--checkpoint", type=Path, required=True,
+                   help="source model: " + ("adversarially trained" if robust_source else "standard (norm none)"))
+    q.add_argument("--out", type=Path, required=True, help="MedMNIST-format npz to write")
+    q.add_argument("--seed", type=int, default=None, help="seed of targets/starts (default: the checkpoint's)")
+    q.add_argument("--batch-size", type=int, default=500)
+    q.add_argument("--allow-any-source", action="store_true",
+                   help="accept a source model of the other kind (or trained on a constructed dataset)")
+    add_data_options(q)
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="features_command", metavar="{nonrobust,robust}", required=True,
+                           parser_class=type(p))
+    q = sub.add_parser("nonrobust", help="D_rand / D_det: targeted PGD on a standard model, relabelled to the target")
+    _common(q, robust_source=False)
+    q.add_argument("--mode", required=True, choices=tuple(NONROBUST_MODES),
+                   help="rand: random target; det: t = (y + 1) mod C")
+    q.add_argument("--table", type=Path, required=True, help="tidy table (.parquet) with the attack success rate")
+    q.add_argument("--rand-targets", choices=RAND_TARGETS, default="all",
+                   help="rand mode: t uniform over all classes (Ilyas; default) or over the classes != y")
+    q.add_argument("--norm", choices=ATTACK_NORMS, default="l2")
+    q.add_argument("--eps", default="0.5", help="attack radius, e.g. 0.5 (l2) or 8/255 (linf)")
+    q.add_argument("--step-size", default="0.1", help="PGD step, e.g. 0.1 (l2) or 1/255 (linf)")
+    q.add_argument("--steps", type=int, default=100)
+    q.add_argument("--random-start", action="store_true", help="start from a random point of the eps-ball")
+    q.set_defaults(run=run_nonrobust)
+
+    q = sub.add_parser("robust", help="D_R: representation inversion on an adversarially trained model")
+    _common(q, robust_source=True)
+    q.add_argument("--table", type=Path, default=None,
+                   help="optional tidy table: source model accuracy on D_R, representation distance")
+    q.add_argument("--steps", type=int, default=1000)
+    q.add_argument("--step-size", default="0.1", help="length of each L2-normalised step")
+    q.add_argument("--init", choices=ROBUST_INITS, default="other",
+                   help="start from another training image (seeded permutation) or uniform noise")
+    q.set_defaults(run=run_robust)
+
+
+def _step_size(text: str) -> float:
+    from medgrid import epsilon
+
+    try:
+        value = epsilon.parse_eps(text)
+    except UserError:
+        value = 0.0
+    if not value > 0:
+        raise UserError(f"--step-size must be a number > 0 (e.g. 0.1 or 1/255), got {text!r}")
+    return value
+
+
+def _load_source(args, *, want_robust: bool):
+    """(model, settings, dataset, seed) of the source checkpoint, checked to be the kind the construction needs."""
+    from medgrid import checkpoint, data
+
+    check_writable(args.out, args.table)
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    model, settings = checkpoint.load(args.checkpoint, device=device)
+    if not hasattr(model, "features"):
+        raise UserError(f"checkpoint {args.checkpoint}: model has no features() (not a medgrid model)")
+    robust_source = settings["norm"] != "none"
+    if robust_source != want_robust and not args.allow_any_source:
+        kind = f"{settings['norm']} eps {float(settings['eps']):g}" if robust_source else "standard (norm none)"
+        need = "an adversarially trained" if want_robust else "a standard (norm none)"
+        raise UserError(f"checkpoint {args.checkpoint} is {kind}; this construction needs {need} model "
+                        f"(pass --allow-any-source to use it anyway)")
+    if settings.get("train_data", "original") != "original" and not args.allow_any_source:
+        raise UserError(f"checkpoint {args.checkpoint} was trained on {settings['train_data']}, not the "
+                        f"original data (pass --allow-any-source to use it anyway)")
+    ds = data.load(settings["task"], settings["size"], args.data_dir, device=device)
+    if settings.get("data_sha256") and settings["data_sha256"] != ds.sha256:
+        print(f"medgrid: warning: {ds.path} differs from the data {args.checkpoint} was trained on "
+              f"(sha256 {ds.sha256[:12]} != {settings['data_sha256'][:12]})", file=sys.stderr)
+    seed = int(settings["seed"]) if args.seed is None else args.seed
+    return model, settings, ds, seed
+
+
+def run_nonrobust(args) -> None:
+    from medgrid import epsilon, features, npz, results
+
+    eps = epsilon.parse_eps(args.eps)
+    if eps == 0:
+        raise UserError("--eps must be > 0")
+    at_least(args.steps, 1, "--steps")
+    at_least(args.batch_size, 1, "--batch-size")
+    step_size = _step_size(args.step_size)
+    model, settings, ds, seed = _load_source(args, want_robust=False)
+    images, t, success = features.nonrobust(model, ds.train, ds.info.n_classes, mode=args.mode, norm=args.norm,
+                                            eps=eps, step_size=step_size, steps=args.steps,
+                                            rand_targets=args.rand_targets, random_start=args.random_start,
+                                            seed=seed, batch_size=args.batch_size)
+    table = features.attack_success_table(settings, mode=args.mode, norm=args.norm, eps=eps, success=success)
+    npz.write_npz(args.out, features.npz_arrays(ds, images, t))
+    results.write_table(table, args.table)
+    agree = (t == ds.train.labels).float().mean().item()
+    print(f"wrote {args.out} ({len(t)} images, D_{args.mode}, {args.norm} eps {eps:g}, {args.steps} steps; "
+          f"attack success {success.float().mean().item():.4f}; new label = old label for {agree:.3f})")
+
+
+def run_robust(args) -> None:
+    from medgrid import features, npz, results
+
+    at_least(args.steps, 1, "--steps")
+    at_least(args.batch_size, 1, "--batch-size")
+    step_size = _step_size(args.step_size)
+    model, settings, ds, seed = _load_source(args, want_robust=True)
+    images, labels, stats = features.robust(model, ds.train, steps=args.steps, step_size=step_size, init=args.init,
+                                            seed=seed, batch_size=args.batch_size)
+    npz.write_npz(args.out, features.npz_arrays(ds, images, labels))
+    if args.table is not None:
+        results.write_table(features.robust_table(settings, stats, len(labels)), args.table)
+    print(f"wrote {args.out} ({len(labels)} images, D_R, {args.steps} steps of {step_size:g}, init "
+          f"{args.init}; source model acc {stats['source_acc']:.4f}, representation distance "
+          f"{stats['rep_rel_dist']:.4f} of its norm)")

@@ -1,0 +1,60 @@
+"""``medgrid train``: one cell of the grid, standard or PGD adversarial training, to a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
+from medgrid.errors import UserError
+from medgrid.names import OPTIMIZERS, SCHEDULES, TRAIN_DATA, TRAIN_NORMS
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--task", required=True)
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--norm", required=True, choices=TRAIN_NORMS)
+    p.add_argument("--eps", default="0", help="training epsilon, e.g. 2/255 or 0.5")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint path (.pt)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="train on this MedMNIST-format npz instead of the task's file (e.g. D_rand)")
+    p.add_argument("--train-data", default="original", choices=TRAIN_DATA)
+    p.add_argument("--epochs", type=int, default=15, help="maximum epochs")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--attack-steps", type=int, default=7, help="PGD steps per adversarial training batch")
+    p.add_argument("--attack-step-size", type=float, default=None, help="default 2.5 * eps / attack-steps")
+    p.add_argument("--stop-train-acc", type=float, default=None,
+                   help="stop once an epoch's training accuracy reaches this (e.g. 0.995)")
+    add_data_options(p)
+
+
+def run(args) -> None:
+    from medgrid import checkpoint, data, epsilon, models, train
+
+    eps = epsilon.parse_eps(args.eps)
+    epsilon.check_training(args.norm, eps)
+    if args.arch not in models.MODELS:
+        raise UserError(f"unknown arch {args.arch!r}; valid: {', '.join(models.MODELS)}")
+    for option in ("epochs", "batch_size", "attack_steps"):
+        at_least(getattr(args, option), 1, "--" + option.replace("_", "-"))
+    if args.lr <= 0:
+        raise UserError("--lr must be > 0")
+    check_writable(args.out)
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    ds = data.load(args.task, args.size, args.data_dir, npz=args.data, device=device)
+    hp = train.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
+                       attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
+                       stop_train_acc=args.stop_train_acc)
+    model, settings = train.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
+                                  device=device, train_data=args.train_data)
+    checkpoint.save(args.out, model, settings)
+    print(f"wrote {args.out} (best epoch {settings['best_epoch']}, "
+          f"val balanced acc {settings['best_val_balanced_acc']:.4f})")

@@ -1,0 +1,66 @@
+"""How medgrid names and colours things in charts, tables and figures: training settings, attacks,
+training data, epsilon axes, and the colour-blind-safe palettes."""
+
+from __future__ import annotations
+
+import functools
+
+from medgrid import tasks
+from medgrid.epsilon import eps_text
+from medgrid.errors import UserError
+
+NORM_ORDER = {"none": 0, "linf": 1, "l2": 2}
+NORM_NAME = {"none": "standard", "linf": "L∞", "l2": "L2"}
+DATA_LABEL = {"original": "original", "drand": "D_rand", "ddet": "D_det", "drobust": "D_R"}
+DATA_ORDER = {"original": 0, "drand": 1, "ddet": 2, "drobust": 3}
+METRIC_NAME = {"balanced_acc": "balanced accuracy", "acc": "accuracy"}
+
+# colour-blind-safe colours: Okabe & Ito (2008) for categories, ColorBrewer Blues / Oranges ramps
+# (blue vs orange stays distinct under deuteranopia, protanopia and tritanopia), RdBu for differences
+STANDARD_COLOR = "#000000"
+SHIFT_COLOR = "#D55E00"  # Okabe-Ito vermillion
+CHANCE_COLOR = "#777777"
+OKABE_ITO = ("#000000", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+RAMPS = {"linf": ("#6BAED6", "#08306B"), "l2": ("#FD8D3C", "#7F2704")}
+DIVERGING = "redblue"  # vega's RdBu: red = robust model worse, blue = robust model better
+
+
+def setting_label(norm: str, eps: float) -> str:
+    """'standard', 'L∞ 2/255', 'L2 0.5'."""
+    if norm == "none":
+        return "standard"
+    return f"{NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
+
+
+def attack_label(norm: str, eps: float) -> str:
+    return f"PGD {NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
+
+
+def eps_axis(norm: str, what: str) -> tuple[float, str]:
+    """(factor, axis title) of an epsilon axis: L-inf in grey levels (x 1/255), L2 as is."""
+    if norm == "linf":
+        return 255.0, f"{what} ε, L∞ (grey levels, ×1/255)"
+    return 1.0, f"{what} ε, L2 (pixel values in [0, 1])"
+
+
+def _hex_mix(a: str, b: str, t: float) -> str:
+    ca = [int(a[i:i + 2], 16) for i in (1, 3, 5)]
+    cb = [int(b[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(x + (y - x) * t):02X}" for x, y in zip(ca, cb))
+
+
+def ramp(norm: str, k: int) -> list[str]:
+    """k colours of the norm's ramp, light to dark (one colour: a mid-dark shade)."""
+    light, dark = RAMPS.get(norm, RAMPS["linf"])
+    if k == 1:
+        return [_hex_mix(light, dark, 0.6)]
+    return [_hex_mix(light, dark, i / (k - 1)) for i in range(k)]
+
+
+@functools.lru_cache(maxsize=None)
+def chance_level(task: str) -> float:
+    """1 / n_classes of a task; NaN when the task is unknown to medgrid."""
+    try:
+        return 1.0 / tasks.task_info(task).n_classes
+    except (UserError, ImportError, KeyError):
+        return float("nan")

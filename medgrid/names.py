@@ -1,0 +1,58 @@
+"""The names medgrid's modules, its command line, its results table and its workflow share.
+
+One home for each: a module that needs a list of norms, tasks or training-data kinds imports it
+from here. This module imports nothing, so the command line can build its parser from it without
+loading torch. The Snakefile keeps copies of a few (it runs without medgrid installed);
+tests/test_architecture.py pins those copies equal to these.
+"""
+
+# ------------------------------------------------------------------------------------------ norms
+TRAIN_NORMS = ("none", "linf", "l2")  # "none": standard training (epsilon 0)
+ATTACK_NORMS = ("linf", "l2")
+NO_NORM = "none"  # the eval_norm of a row that involves no attack
+
+# ------------------------------------------------------------------------------------------ tasks
+MEDMNIST_2D = (
+    "pathmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "bloodmnist",
+    "tissuemnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+)
+SYNTHETIC_TASKS = ("synthetic", "synthetic-rgb")
+TASKS = MEDMNIST_2D + SYNTHETIC_TASKS
+SIZES = (28, 64, 128, 224)  # MedMNIST+ sizes
+SYNTHETIC_SIZES = (28, 64)
+SPLITS = ("train", "val", "test")
+
+# ------------------------------------------------------------------------------ training data
+# What a model was trained on: the task's own data, or one of Ilyas et al.'s constructed datasets.
+TRAIN_DATA = ("original", "drand", "ddet", "drobust")
+NONROBUST_MODES = {"rand": "drand", "det": "ddet"}  # `medgrid features nonrobust --mode` -> train_data
+RAND_TARGETS = ("all", "other")  # D_rand targets: uniform over all classes, or over the classes != y
+ROBUST_INITS = ("other", "noise")  # D_R starts: another training image, or uniform noise
+
+# ------------------------------------------------------------------------------- results table
+EVAL_KINDS = ("clean", "pgd", "corruption", "features")
+CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric` can show
+
+# ---------------------------------------------------------------------------------- MedMNIST-C
+SEVERITIES = (1, 2, 3, 4, 5)
+SHIFT_SOURCES = ("download", "generate")
+CORRUPT_AT = ("224", "model_size")
+UPSAMPLING = ("nearest", "bicubic")
+NO_CORRUPTION = "none"  # the corruption of a row that is not a corruption measurement
+TEXTURE_SHUFFLED = "texture_shuffled"  # the synthetic tasks' counterfactual test set
+CORRUPTION_MEAN = "mean"  # the corruption of rows averaged over a task's corruptions
+NOT_ON_ZENODO = ("tissuemnist",)  # MedMNIST-C publishes every task but TissueMNIST-C
+
+# ------------------------------------------------------------------------------------- training
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")

@@ -1,0 +1,46 @@
+"""Seeds: every random stream medgrid draws is derived from a user's seed in one place.
+
+A stream is named by the seed plus a few integers (what it is for, which split, which batch...), and
+its generator is built from ``numpy.random.SeedSequence(seed, *stream)``, so streams of one seed are
+independent and reproducible on every platform and Python version.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+# stream names, so two uses of one seed never draw the same numbers
+STREAM_SYNTHETIC_TEXTURE = 1
+STREAM_SYNTHETIC_LABELS = 2
+STREAM_SYNTHETIC_IMAGES = 3
+STREAM_SYNTHETIC_SHUFFLE = 4
+STREAM_FEATURES = 7
+
+
+def numpy_rng(seed: int, *stream: int) -> np.random.Generator:
+    """A numpy generator for one stream of ``seed``."""
+    return np.random.default_rng([int(seed), *map(int, stream)])
+
+
+def derive(seed: int, *stream: int) -> int:
+    """A 62-bit integer seed for one stream of ``seed`` (for torch generators and model seeds)."""
+    return int(numpy_rng(seed, *stream).integers(0, 2**62))
+
+
+def torch_generator(seed: int, *stream: int, device="cpu"):
+    """A torch generator on ``device`` for one stream of ``seed``."""
+    import torch  # here, not above: the synthetic generator and the charts use this module without torch
+
+    return torch.Generator(device=device).manual_seed(derive(seed, *stream))
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same weights on CPU: Python, NumPy and torch global RNGs plus deterministic kernels."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
