@@ -1,0 +1,142 @@
+"""The package's shape: the command line on top, no import cycles, one home for shared names, fast start-up."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medgrid import models, names
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "medgrid"
+MAX_LINES = 420  # "no module over about 400 lines"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(path: Path) -> set[str]:
+    """The medgrid modules ``path`` imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("medgrid")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medgrid"):
+            for alias in node.names:  # `from medgrid import data` imports the module medgrid.data
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in MODULES else node.module)
+    return {m for m in found if m in MODULES}
+
+
+GRAPH = {name: _imports(path) for name, path in MODULES.items()}
+
+
+def test_import_graph_has_no_cycle():
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(GRAPH[node]):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_reader_sees_the_graph():
+    # the test above means something only if it sees the imports it should
+    assert "medgrid.cli.base" in GRAPH["medgrid.cli"]
+    assert "medgrid.attacks.pgd" in GRAPH["medgrid.train"]
+    assert "medgrid.data" in GRAPH["medgrid.evaluate"]
+
+
+def test_domain_modules_never_import_the_command_line():
+    entry_points = {"medgrid.__main__"}  # `python -m medgrid` is the command line too
+    offenders = {name: sorted(m for m in deps if m == "medgrid.cli" or m.startswith("medgrid.cli."))
+                 for name, deps in GRAPH.items() if not name.startswith("medgrid.cli") and name not in entry_points}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_names_imports_nothing():
+    tree = ast.parse((PACKAGE / "names.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_modules_stay_small(name):
+    lines = MODULES[name].read_text().count("\n")
+    assert lines <= MAX_LINES, f"{MODULES[name].relative_to(REPO)} has {lines} lines; split it by job"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["aggregate", "--help"], ["charts", "--help"], ["train", "--help"],
+                                  ["--version"]])
+def test_parser_imports_no_heavy_library(argv):
+    code = ("import sys\nfrom medgrid.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'pandas', 'altair', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout, proc.stdout[-300:]
+
+
+def test_a_mistake_in_the_arguments_costs_no_torch():
+    code = ("import sys\nfrom medgrid.cli import main\ncode = main(['train', '--task', 'x'])\n"
+            "print('CODE', code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "CODE 2 False" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("medgrid: error:"), proc.stderr
+
+
+# ------------------------------------------------------------------- copies the workflow must keep
+
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+COMMON = (REPO / "workflow" / "rules" / "common.smk").read_text()
+
+
+def _schema(*path):
+    node = SCHEMA
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _smk_tuple(name: str) -> tuple:
+    return ast.literal_eval(re.search(rf"^{name} = (\(.*?\))$", COMMON, re.M).group(1))
+
+
+def test_workflow_copies_equal_the_package_names():
+    props = SCHEMA["properties"]
+    assert tuple(props["tasks"]["items"]["enum"]) == names.TASKS
+    assert tuple(props["sizes"]["items"]["enum"]) == names.SIZES
+    assert tuple(props["archs"]["items"]["enum"]) == tuple(models.MODELS)
+    assert tuple(_schema("$defs", "training", "properties", "optimizer", "enum")) == names.OPTIMIZERS
+    assert tuple(_schema("$defs", "training", "properties", "schedule", "enum")) == names.SCHEDULES
+    features = props["features"]["properties"]
+    assert tuple(features["datasets"]["items"]["enum"]) == names.TRAIN_DATA[1:]
+    assert tuple(features["nonrobust"]["properties"]["norm"]["enum"]) == names.ATTACK_NORMS
+    assert tuple(features["nonrobust"]["properties"]["rand_targets"]["enum"]) == names.RAND_TARGETS
+    assert tuple(features["robust"]["properties"]["init"]["enum"]) == names.ROBUST_INITS
+    shift = props["shift"]["properties"]
+    assert tuple(shift["source"]["enum"]) == names.SHIFT_SOURCES
+    assert tuple(map(str, shift["corrupt_at"]["enum"])) == names.CORRUPT_AT
+    assert tuple(shift["upsample"]["enum"]) == names.UPSAMPLING
+    assert _smk_tuple("SYNTHETIC_TASKS") == names.SYNTHETIC_TASKS
+    assert _smk_tuple("SHIFT_NOT_ON_ZENODO") == names.NOT_ON_ZENODO
