@@ -39,7 +39,13 @@ RAND_TARGETS = ("all", "other")  # D_rand targets: uniform over all classes, or 
 ROBUST_INITS = ("other", "noise")  # D_R starts: another training image, or uniform noise
 
 # ------------------------------------------------------------------------------- results table
-EVAL_KINDS = ("clean", "pgd", "corruption", "features")
+# eval_kind: what produced a row. clean; white-box attacks (pgd, apgd-ce, apgd-t) and their per-sample
+# worst case (worst); the black-box square attack and the transfer attack from the standard model;
+# MedMNIST-C (corruption); how an Ilyas dataset was made (features); the gradient-masking checks
+# (sanity, metric = the check, value 1 pass / 0 fail); the training-health flags (health).
+EVAL_KINDS = ("clean", "pgd", "apgd-ce", "apgd-t", "worst", "square", "transfer", "corruption", "features",
+              "sanity", "health")
+WHITE_BOX_KINDS = ("pgd", "apgd-ce", "apgd-t")  # the attacks whose per-sample union is "worst"
 CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric` can show
 
 # ---------------------------------------------------------------------------------- MedMNIST-C
@@ -50,6 +56,7 @@ UPSAMPLING = ("nearest", "bicubic")
 NO_CORRUPTION = "none"  # the corruption of a row that is not a corruption measurement
 TEXTURE_SHUFFLED = "texture_shuffled"  # the synthetic tasks' counterfactual test set
 CORRUPTION_MEAN = "mean"  # the corruption of rows averaged over a task's corruptions
+RESAMPLE_CONTROL = "resample_control"  # the clean test set sent through the corrupted sets' resize path
 NOT_ON_ZENODO = ("tissuemnist",)  # MedMNIST-C publishes every task but TissueMNIST-C
 
 # ------------------------------------------------------------------------------------- training
