@@ -234,7 +234,8 @@ def tiny_run(tmp_path_factory, tiny_data):
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tiny_data.iterdir()}
     hook = tmp_path_factory.mktemp("hook")
     (hook / "sitecustomize.py").write_text(RECORD_IMPORTS)
-    snakemake(work, timeout=1500, env=tool_env(PYTHONPATH=str(hook)))
+    pythonpath = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    snakemake(work, timeout=1500, env=tool_env(PYTHONPATH=pythonpath))
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tiny_data.iterdir()}
     assert after == before, "the workflow wrote into config data_dir"
     return work
