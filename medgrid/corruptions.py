@@ -18,9 +18,12 @@ import numpy as np
 
 from medgrid import tasks
 from medgrid.errors import UserError
-from medgrid.names import SEVERITIES, SYNTHETIC_TASKS, TEXTURE_SHUFFLED, UPSAMPLING
+from medgrid.names import RESAMPLE_CONTROL, SEVERITIES, SYNTHETIC_TASKS, TEXTURE_SHUFFLED, UPSAMPLING
 
 CALIBRATED_SIZE = 224  # medmnistc's corruptions are designed for 224 x 224 images
+# Test sets of one level (no severities) that are not medmnistc corruptions: the synthetic tasks'
+# counterfactual, and every task's control (the clean test set through the corrupted sets' resize path).
+ONE_LEVEL = (TEXTURE_SHUFFLED, RESAMPLE_CONTROL)
 
 
 # The synthetic tasks' corruptions: name -> the MedMNIST flag whose medmnistc entry (same name, same five
@@ -81,15 +84,16 @@ def baselines() -> dict:
 
 
 def corruption_names(task: str) -> tuple[str, ...]:
-    """The corruptions of a task in registry order: medmnistc's for MedMNIST, SYNTHETIC_SUITE + texture_shuffled.
+    """The test sets of a task's MedMNIST-C evaluation: its corruptions in registry order (medmnistc's for
+    MedMNIST, SYNTHETIC_SUITE + texture_shuffled for the synthetic tasks), then resample_control.
 
     MedMNIST names come from medmnistc's baselines table, whose keys are the registry's (a test checks it),
     so listing them needs no ImageMagick.
     """
     tasks.task_info(task)  # UserError for unknown / unsupported tasks
     if task in SYNTHETIC_TASKS:
-        return tuple(SYNTHETIC_SUITE) + (TEXTURE_SHUFFLED,)
-    return tuple(baselines()[task]["raw_scores"])
+        return tuple(SYNTHETIC_SUITE) + (TEXTURE_SHUFFLED, RESAMPLE_CONTROL)
+    return tuple(baselines()[task]["raw_scores"]) + (RESAMPLE_CONTROL,)
 
 
 def check_corruptions(task: str, names=None) -> list[str]:
@@ -117,8 +121,8 @@ def check_severity(severity) -> int:
 
 
 def levels(name: str) -> int:
-    """Number of test-set copies in a corruption's file: 5 severities, 1 for texture_shuffled."""
-    return 1 if name == TEXTURE_SHUFFLED else len(SEVERITIES)
+    """Number of test-set copies in a corruption's file: 5 severities, 1 for the one-level sets."""
+    return 1 if name in ONE_LEVEL else len(SEVERITIES)
 
 
 def _corruptor(task: str, name: str):
@@ -168,17 +172,11 @@ def corrupt(images: np.ndarray, task: str, name: str, *, severities=SEVERITIES, 
     before the first image, its returned generator as impulse noise's ``rng``, then severities in order
     and images in order.
     """
-    if name == TEXTURE_SHUFFLED or name not in corruption_names(task):
-        valid = [n for n in corruption_names(task) if n != TEXTURE_SHUFFLED]
+    if name in ONE_LEVEL or name not in corruption_names(task):
+        valid = [n for n in corruption_names(task) if n not in ONE_LEVEL]
         raise UserError(f"unknown corruption {name!r} for task {task!r}; valid: {', '.join(valid)}")
     severities = [check_severity(s) for s in severities]
-    if upsample not in UPSAMPLING:
-        raise UserError(f"unknown upsampling {upsample!r}; valid: {', '.join(UPSAMPLING)}")
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3) \
-            or images.shape[1] != images.shape[2]:
-        raise UserError(f"images to corrupt must be uint8 (N, H, W) or (N, H, W, 3) squares, got {images.dtype} "
-                        f"{images.shape}")
+    images = _checked(images, upsample)
     rgb = images.ndim == 4
     n, size = images.shape[0], images.shape[1]
     out_size = size if out_size is None else int(out_size)
@@ -196,4 +194,28 @@ def corrupt(images: np.ndarray, task: str, name: str, *, severities=SEVERITIES, 
             for j in range(n):
                 img = resize(images[j], CALIBRATED_SIZE, UPSAMPLE[upsample])
                 out[i * n + j] = resize(_apply(corruptor, img, severity, rgb), out_size, DOWNSAMPLE)
+    return out
+
+
+def _checked(images, upsample: str) -> np.ndarray:
+    """``images`` as uint8 (N, H, W) or (N, H, W, 3) squares, and a known upsampling; UserError otherwise."""
+    if upsample not in UPSAMPLING:
+        raise UserError(f"unknown upsampling {upsample!r}; valid: {', '.join(UPSAMPLING)}")
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3) \
+            or images.shape[1] != images.shape[2]:
+        raise UserError(f"images to corrupt must be uint8 (N, H, W) or (N, H, W, 3) squares, got {images.dtype} "
+                        f"{images.shape}")
+    return images
+
+
+def resample(images: np.ndarray, *, out_size: int | None = None, upsample: str = "nearest") -> np.ndarray:
+    """The resize path of :func:`corrupt` without the corruption: each image up to 224 px (``upsample``; as
+    is when already 224) and box-resized to ``out_size``. This is the control every corrupted set is compared
+    with, so that a corruption's effect is not mixed with the resampling's (docs/shift.md)."""
+    images = _checked(images, upsample)
+    out_size = images.shape[1] if out_size is None else int(out_size)
+    out = np.empty((images.shape[0], out_size, out_size) + images.shape[3:], dtype=np.uint8)
+    for j in range(images.shape[0]):
+        out[j] = resize(resize(images[j], CALIBRATED_SIZE, UPSAMPLE[upsample]), out_size, DOWNSAMPLE)
     return out

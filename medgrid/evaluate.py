@@ -11,7 +11,7 @@ from medgrid import data, metrics, results, shift
 from medgrid.attacks.sweep import robust_predictions
 from medgrid.corruptions import CALIBRATED_SIZE, baselines, check_corruptions, levels
 from medgrid.errors import UserError
-from medgrid.names import CORRUPTION_MEAN, SEVERITIES, SYNTHETIC_TASKS
+from medgrid.names import CORRUPTION_MEAN, RESAMPLE_CONTROL, SEVERITIES, SYNTHETIC_TASKS
 from medgrid.predict import predict
 
 
@@ -48,21 +48,31 @@ def pgd_rows(model, split: data.Split, cell: dict, *, attacks_by_norm: dict[str,
 
 
 def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch_size: int = 1000) -> list[dict]:
-    """Tidy rows of one model on the corrupted test sets under ``{shift_dir}/{task}/``.
+    """Tidy rows of one model on the MedMNIST-C test sets under ``{shift_dir}/{task}/``.
 
     Per corruption: acc and balanced_acc per severity 1..5 and their means (severity 0), plus medmnistc's
-    ``be`` (mean balanced error / AlexNet's) and ``rbe`` ((mean error - clean error) / (AlexNet's corrupted -
-    clean error)) for MedMNIST tasks. AlexNet's baselines were measured at 224 px: at other sizes these
-    metrics are named ``be_not_comparable`` / ``rbe_not_comparable``. Corruption "mean": the same metrics
-    averaged over the corruptions (texture_shuffled, a one-level counterfactual, stays out of it).
+    ``be`` (mean balanced error / AlexNet's) and ``rbe`` ((mean error - control error) / (AlexNet's corrupted -
+    clean error)) for MedMNIST tasks. The control is ``resample_control``, the clean test set sent through the
+    corrupted sets' resize path: against it, rBE measures the corruption alone, not the resampling with it
+    (rBE is left out when the control is not among the sets). AlexNet's baselines were measured at 224 px:
+    at other sizes these metrics are named ``be_not_comparable`` / ``rbe_not_comparable``. One-level sets
+    (texture_shuffled, resample_control) get acc and balanced_acc at severity 0 and stay out of the means
+    over corruptions (corruption "mean").
     """
     task, size = ds.info.name, int(ds.size)
     names = check_corruptions(task, corruptions)
-    test = ds.test
-    n = len(test)
-    labels = test.labels.cpu().numpy()
-    logits, _ = predict(model, test, batch_size=batch_size)
-    clean_error = 1.0 - metrics.balanced_accuracy(labels, logits.argmax(1))
+    n = len(ds.test)
+    labels = ds.test.labels.cpu().numpy()
+    preds = {}
+    for name in names:
+        path = shift.output_path(shift_dir, task, name)
+        if not path.is_file():
+            raise UserError(shift.missing_set_message(path, task, size, name, shift_dir))
+        split = shift.load_corrupted(path, ds.info, size, labels, name, device=ds.test.labels.device)
+        preds[name] = predict(model, split, batch_size=batch_size)[0].argmax(1).cpu().numpy()
+    control_error = None
+    if RESAMPLE_CONTROL in preds:
+        control_error = 1.0 - metrics.balanced_accuracy(labels, preds[RESAMPLE_CONTROL])
     baseline = None if task in SYNTHETIC_TASKS else baselines()[task]
     suffix = "" if size == CALIBRATED_SIZE else "_not_comparable"
     rows, means = [], {}
@@ -71,12 +81,7 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
         rows.append(results.make_row(cell, eval_kind="corruption", corruption=name, severity=severity,
                                      metric=metric, value=value, n=count))
 
-    for name in names:
-        path = shift.output_path(shift_dir, task, name)
-        if not path.is_file():
-            raise UserError(shift.missing_set_message(path, task, size, name, shift_dir))
-        split = shift.load_corrupted(path, ds.info, size, labels, name, device=test.labels.device)
-        pred = predict(model, split, batch_size=batch_size)[0].argmax(1).cpu().numpy()
+    for name, pred in preds.items():
         if levels(name) == 1:
             row(name, 0, "acc", metrics.accuracy(labels, pred), n)
             row(name, 0, "balanced_acc", metrics.balanced_accuracy(labels, pred), n)
@@ -93,7 +98,8 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
             error = 1.0 - m["balanced_acc"]
             alex = baseline["raw_scores"][name]
             m["be" + suffix] = error / alex
-            m["rbe" + suffix] = (error - clean_error) / (alex - baseline["clean_score"])
+            if control_error is not None:
+                m["rbe" + suffix] = (error - control_error) / (alex - baseline["clean_score"])
         for metric, value in m.items():
             row(name, 0, metric, value, len(SEVERITIES) * n)
         means[name] = m

@@ -107,15 +107,16 @@ def npz_arrays(ds: data.Dataset, train_images: torch.Tensor, train_labels: torch
 def nonrobust(model, split: data.Split, n_classes: int, *, mode: str, norm: str = "l2", eps: float = 0.5,
               step_size: float = 0.1, steps: int = 100, rand_targets: str = "all", random_start: bool = False,
               seed: int = 0, batch_size: int = 500, progress: bool = True):
-    """D_rand / D_det from ``split``: returns (images uint8 (N, C, H, W), targets int64 (N,), success bool (N,)).
+    """D_rand / D_det from ``split``: returns (images uint8 (N, C, H, W), targets int64 (N,), success dict).
 
-    ``success[i]`` says whether ``model`` classifies the *rounded* image i as its target.
+    ``success["rounded"][i]`` says whether ``model`` classifies the image i as written (rounded to uint8)
+    as its target, ``success["float"][i]`` the same for the attack's float iterate before rounding.
     """
     device = split.images.device
     t_all = targets(split.labels, n_classes, mode, rand_targets=rand_targets, generator=_generator(seed, 1, device))
     start_gen = _generator(seed, 2, device)
     out = torch.empty_like(split.images)
-    success = torch.empty(len(split), dtype=torch.bool, device=device)
+    success = {k: torch.empty(len(split), dtype=torch.bool, device=device) for k in ("float", "rounded")}
     n = len(split)
     with eval_mode(model):
         bar = tqdm(range(0, n, batch_size), desc=f"D_{mode} ({norm} eps {eps:g}, {steps} steps)",
@@ -129,8 +130,9 @@ def nonrobust(model, split: data.Split, n_classes: int, *, mode: str, norm: str 
             q = to_uint8(x_adv)
             out[sl] = q
             with torch.no_grad():
-                success[sl] = model(data.as_float(q)).argmax(1) == t
-            bar.set_postfix(success=f"{success[:start + x.shape[0]].float().mean().item():.3f}")
+                success["float"][sl] = model(x_adv).argmax(1) == t
+                success["rounded"][sl] = model(data.as_float(q)).argmax(1) == t
+            bar.set_postfix(success=f"{success['rounded'][:start + x.shape[0]].float().mean().item():.3f}")
     return out, t_all, success
 
 
@@ -215,13 +217,22 @@ def robust(model, split: data.Split, *, steps: int = 1000, step_size: float = 0.
 # ---------------------------------------------------------------------------------------- the table
 
 
-def attack_success_table(settings: dict, *, mode: str, norm: str, eps: float, success: torch.Tensor):
-    """One tidy row: the source model's grid coordinates, train_data = drand|ddet, the attack's norm and eps."""
+def attack_success_table(settings: dict, *, mode: str, norm: str, eps: float, success: dict, moved: torch.Tensor):
+    """Tidy rows of a D_rand / D_det construction (source model's cell, train_data drand|ddet, the attack's norm
+    and eps): ``attack_success`` (the written, uint8 images) and ``attack_success_before_rounding`` (the float
+    iterates), each over the images whose target differs from their label (``moved``; an image whose random
+    target is its own label needs no attack and would count as a free success), and ``target_is_label``,
+    the fraction of all images left with their own label."""
     cell = {**results.cell_columns(settings), "train_data": NONROBUST_MODES[mode]}
-    row = results.make_row(cell, eval_kind="features", metric="attack_success",
-                           value=success.float().mean().item(), n=int(success.numel()), eval_norm=norm,
-                           eval_eps=eps)
-    return results.from_rows([row], "features")
+    common = dict(eval_kind="features", eval_norm=norm, eval_eps=eps)
+    n_moved = int(moved.sum().item())
+    rows = [results.make_row(cell, metric="target_is_label", value=1.0 - moved.float().mean().item(),
+                             n=int(moved.numel()), **common)]
+    if n_moved:
+        for metric, key in (("attack_success", "rounded"), ("attack_success_before_rounding", "float")):
+            rows.append(results.make_row(cell, metric=metric, value=success[key][moved].float().mean().item(),
+                                         n=n_moved, **common))
+    return results.from_rows(rows, "features")
 
 
 def robust_table(settings: dict, stats: dict, n: int):

@@ -63,3 +63,4 @@ NOT_ON_ZENODO = ("tissuemnist",)  # MedMNIST-C publishes every task but TissueMN
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+SELECTIONS = ("best_val", "last")  # the epoch a run keeps: best validation balanced accuracy, or the last

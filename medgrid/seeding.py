@@ -17,6 +17,7 @@ STREAM_SYNTHETIC_LABELS = 2
 STREAM_SYNTHETIC_IMAGES = 3
 STREAM_SYNTHETIC_SHUFFLE = 4
 STREAM_FEATURES = 7
+STREAM_INDEPENDENT_MODEL = 8
 
 
 def numpy_rng(seed: int, *stream: int) -> np.random.Generator:
@@ -34,6 +35,23 @@ def torch_generator(seed: int, *stream: int, device="cpu"):
     import torch  # here, not above: the synthetic generator and the charts use this module without torch
 
     return torch.Generator(device=device).manual_seed(derive(seed, *stream))
+
+
+def training_seeds(seed: int, train_data: str = "original") -> dict[str, int]:
+    """The seeds of one training run: ``init`` (weights, via :func:`seed_everything`), ``order`` (batch
+    order) and ``attack`` (adversarial-training random starts).
+
+    A cell trained on its task's own data uses its grid seed: init = order = seed, attack = seed + 1
+    (as medgrid always has). A model trained on a constructed dataset (Ilyas et al.'s D_rand, D_det, D_R)
+    must be a fresh model: it gets seeds drawn from the stream (seed, STREAM_INDEPENDENT_MODEL, dataset),
+    so it shares neither the initial weights nor the batch order of the source cell (same grid seed)
+    whose model made the dataset, and each dataset's model differs from the others'.
+    """
+    if train_data == "original":
+        return {"init": int(seed), "order": int(seed), "attack": int(seed) + 1}
+    dataset = int.from_bytes(train_data.encode(), "little")  # the dataset's name as an integer
+    init, order, attack = numpy_rng(seed, STREAM_INDEPENDENT_MODEL, dataset).integers(0, 2**31, size=3)
+    return {"init": int(init), "order": int(order), "attack": int(attack)}
 
 
 def seed_everything(seed: int) -> None:

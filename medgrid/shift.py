@@ -35,9 +35,9 @@ from medgrid import data, synthetic, tasks
 from medgrid import npz as npzfile
 from medgrid.atomic import atomic_output
 from medgrid.corruptions import (CALIBRATED_SIZE, DOWNSAMPLE, check_corruptions, check_severity, corrupt, levels,
-                                 resize)
+                                 resample, resize)
 from medgrid.errors import UserError
-from medgrid.names import (CORRUPT_AT, NOT_ON_ZENODO, SEVERITIES, SHIFT_SOURCES, SYNTHETIC_TASKS,
+from medgrid.names import (CORRUPT_AT, NOT_ON_ZENODO, RESAMPLE_CONTROL, SEVERITIES, SHIFT_SOURCES, SYNTHETIC_TASKS,
                            TEXTURE_SHUFFLED, UPSAMPLING)
 
 ZENODO_RECORD = "https://zenodo.org/records/11471504"
@@ -66,7 +66,9 @@ def prepare(task: str, size: int, data_dir, out_dir, *, source: str = "generate"
     ``corrupt_at`` (generate): "224" corrupts ``{data_dir}/{task}_224.npz`` (or ``clean_npz``) and box-resizes
     to ``size``; "model_size" corrupts the model-size test set upsampled to 224. Default: "224" for MedMNIST,
     "model_size" for synthetic tasks (they have no 224-px version). ``seed`` seeds the corruptions,
-    ``data_seed`` is the synthetic generator's seed (for texture_shuffled).
+    ``data_seed`` is the synthetic generator's seed (for texture_shuffled). ``resample_control`` is the same
+    clean test set sent through the same resize path uncorrupted (with ``source="download"``: the 224-px
+    test set box-resized, as the official sets are).
     """
     info = tasks.task_info(task)
     size = tasks.check_size(task, size)
@@ -87,10 +89,33 @@ def prepare(task: str, size: int, data_dir, out_dir, *, source: str = "generate"
     if source == "download":
         if synthetic:
             raise UserError(f"MedMNIST-C has no {task!r}; generate its corrupted sets with --source generate")
-        return [_download_one(task, size, data_dir, out_dir, name, info) for name in names]
-    if corrupt_at == "224" and synthetic:
+        corrupt_at = "224"  # the official sets were made from the 224-px test set: so is their control
+    elif corrupt_at == "224" and synthetic:
         raise UserError(f"synthetic tasks have no 224-px version; use --corrupt-at model_size for {task!r}")
 
+    clean = None  # (images, labels, path) of the clean test set the sets are made from, read when first needed
+    written = []
+    for name in names:
+        if source == "download" and name != RESAMPLE_CONTROL:
+            written.append(_download_one(task, size, data_dir, out_dir, name, info))
+            continue
+        if clean is None:
+            clean = _clean_test_set(task, size, data_dir, info, corrupt_at, clean_npz)
+        images, labels, src = clean
+        if name == TEXTURE_SHUFFLED:
+            out_images, out_labels = _texture_shuffled(task, size, images, labels, data_seed, src)
+        elif name == RESAMPLE_CONTROL:
+            out_images, out_labels = resample(images, out_size=size, upsample=upsample), labels
+        else:
+            out_images = corrupt(images, task, name, seed=seed, out_size=size, upsample=upsample)
+            out_labels = np.tile(labels, len(SEVERITIES))
+        written.append(_write(output_path(out_dir, task, name), out_images, out_labels))
+    return written
+
+
+def _clean_test_set(task: str, size: int, data_dir: Path, info, corrupt_at: str, clean_npz):
+    """(images, labels, path) of the clean test set the corrupted sets are made from: the 224-px one
+    (``corrupt_at`` "224", or a 224-px model) or the model-size one, checked against the model-size labels."""
     model_npz = tasks.npz_path(data_dir, task, size)
     if corrupt_at == "224" or size == CALIBRATED_SIZE:
         src = Path(clean_npz) if clean_npz else tasks.npz_path(data_dir, task, CALIBRATED_SIZE)
@@ -112,16 +137,7 @@ def prepare(task: str, size: int, data_dir, out_dir, *, source: str = "generate"
         if not np.array_equal(model_labels, labels):
             raise UserError(f"{src} and {model_npz} have different test labels; they must be the same task's "
                             f"test split at two sizes")
-
-    written = []
-    for name in names:
-        if name == TEXTURE_SHUFFLED:
-            out_images, out_labels = _texture_shuffled(task, size, images, labels, data_seed, src)
-        else:
-            out_images = corrupt(images, task, name, seed=seed, out_size=size, upsample=upsample)
-            out_labels = np.tile(labels, len(SEVERITIES))
-        written.append(_write(output_path(out_dir, task, name), out_images, out_labels))
-    return written
+    return images, labels, src
 
 
 def _texture_shuffled(task, size, images, labels, data_seed, src):

@@ -14,7 +14,9 @@ from medgrid import __version__, data, metrics, models
 from medgrid.attacks.pgd import perturb
 from medgrid.attacks.steps import default_alpha
 from medgrid.predict import predict
-from medgrid.seeding import seed_everything
+from medgrid.errors import UserError
+from medgrid.names import SELECTIONS
+from medgrid.seeding import seed_everything, training_seeds
 
 
 @dataclass
@@ -29,6 +31,7 @@ class HParams:
     attack_steps: int = 7           # PGD steps per adversarial training batch
     attack_step_size: float | None = None   # None: 2.5 * eps / attack_steps
     stop_train_acc: float | None = None     # stop once an epoch's training accuracy reaches this
+    selection: str | None = None            # "best_val" | "last"; None: best_val on original data, else last
 
     def alpha(self, eps: float) -> float:
         if self.attack_step_size is not None:
@@ -56,10 +59,31 @@ def _lr_factor(hp: HParams, progress: float) -> float:
     raise ValueError(f"unknown schedule {hp.schedule!r}")
 
 
+def selection_rule(hp: HParams, train_data: str) -> str:
+    """Which epoch's weights a run keeps: ``best_val`` (best balanced accuracy on the validation split) or
+    ``last``. A model trained on a constructed dataset keeps its last epoch (a fixed budget, as Ilyas et
+    al.): the validation split of those files carries the task's true labels, which the experiment hides
+    from that model (for D_det they are exactly the labelling it must not see)."""
+    rule = hp.selection or ("best_val" if train_data == "original" else "last")
+    if rule not in SELECTIONS:
+        raise UserError(f"unknown epoch selection {rule!r}; valid: {', '.join(SELECTIONS)}")
+    if rule == "best_val" and train_data != "original":
+        raise UserError(f"a model trained on {train_data} cannot select its epoch on the validation split: its "
+                        f"labels are the original ones the experiment hides; use --selection last (a fixed budget)")
+    return rule
+
+
 def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
           device: str = "cpu", train_data: str = "original", progress: bool = True):
-    """Train one cell; returns (model with the best validation weights, settings dict for the checkpoint)."""
-    seed_everything(seed)
+    """Train one cell; returns (model with the selected epoch's weights, settings dict for the checkpoint).
+
+    ``seed`` is the grid seed; the run's own seeds come from :func:`medgrid.seeding.training_seeds`
+    (independent of the source cell's for constructed datasets). The epoch kept is chosen by
+    :func:`selection_rule`.
+    """
+    selection = selection_rule(hp, train_data)
+    seeds = training_seeds(seed, train_data)
+    seed_everything(seeds["init"])
     on_cuda = torch.device(device).type == "cuda"
     model = models.build(arch, ds.info.n_channels, ds.info.n_classes, ds.size)
     model.normalize.fit(ds.train.images.cpu())
@@ -67,8 +91,8 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, hp)
-    gen = torch.Generator(device=ds.train.images.device).manual_seed(seed)
-    attack_gen = torch.Generator(device=ds.train.images.device).manual_seed(seed + 1)
+    gen = torch.Generator(device=ds.train.images.device).manual_seed(seeds["order"])
+    attack_gen = torch.Generator(device=ds.train.images.device).manual_seed(seeds["attack"])
     steps_per_epoch = math.ceil(len(ds.train) / hp.batch_size)
     total = hp.epochs * steps_per_epoch
     best_score, best_state, best_epoch, history = -1.0, None, -1, []
@@ -107,7 +131,7 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f} acc {train_acc:.4f}"
                        f" | val balanced acc {val_bacc:.4f}")
-        if val_bacc > best_score:
+        if selection == "last" or val_bacc > best_score:  # (last: the val score is recorded, never used)
             best_score, best_epoch = val_bacc, epoch + 1
             best_state = copy.deepcopy(model.state_dict())   # a copy, not an alias of the live weights
         if hp.stop_train_acc is not None and train_acc >= hp.stop_train_acc:
@@ -118,7 +142,8 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         "task": ds.info.name, "size": ds.size, "arch": arch, "norm": norm, "eps": float(eps), "seed": seed,
         "train_data": train_data, "n_channels": ds.info.n_channels, "n_classes": ds.info.n_classes,
         "data_path": str(ds.path), "data_sha256": ds.sha256, "hparams": asdict(hp),
-        "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,
+        "init_seed": seeds["init"], "order_seed": seeds["order"], "attack_seed": seeds["attack"],
+        "selection": selection, "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,
         "device": str(device), "torch_version": str(torch.__version__), "medgrid_version": __version__,
     }
     return model, settings

@@ -62,7 +62,8 @@ def assert_one_line_error(code, err, *needles):
 
 def test_names_follow_medmnistc_registry_and_workflow_table():
     for task in names.MEDMNIST_2D:
-        assert list(corruptions.corruption_names(task)) == list(registry.CORRUPTIONS_DS[task])
+        assert list(corruptions.corruption_names(task)) == list(registry.CORRUPTIONS_DS[task]) + [
+            names.RESAMPLE_CONTROL]
     for name, flag in corruptions.SYNTHETIC_SUITE.items():
         assert name in registry.CORRUPTIONS_DS[flag]
     # the static table of workflow/rules/shift.smk (Snakemake cannot import medmnistc)
@@ -115,6 +116,34 @@ def test_rgb_and_nearest_round_trip(tmp_path):
     # upsampled with nearest and box-resized back, 28 -> 224 -> 28 is the identity
     for img in images:
         assert np.array_equal(corruptions.resize(corruptions.resize(img, 224, "NEAREST"), 28, "BOX"), img)
+
+
+def test_resample_control_is_the_resize_path_without_a_corruption(tmp_path):
+    """The control goes through exactly the path of the corrupted sets, minus the corruption."""
+    images = smooth_images(3, 28, seed=2)
+    write_task(tmp_path / "breastmnist.npz", images, [0, 1, 1])
+    out = tmp_path / "c"
+    # nearest upsampling at 28 px: the round trip is exact, so the control is the clean test set
+    (p,) = shift.prepare("breastmnist", 28, tmp_path, out, source="generate", corrupt_at="model_size",
+                         corruptions=[names.RESAMPLE_CONTROL])
+    with np.load(p) as z:
+        assert np.array_equal(z["test_images"], images) and z["test_labels"].ravel().tolist() == [0, 1, 1]
+    # bicubic: the round trip low-passes the images, and the control shows it
+    (p,) = shift.prepare("breastmnist", 28, tmp_path, tmp_path / "b", source="generate", corrupt_at="model_size",
+                         upsample="bicubic", corruptions=[names.RESAMPLE_CONTROL])
+    with np.load(p) as z:
+        expected = [corruptions.resize(corruptions.resize(img, 224, "BICUBIC"), 28, "BOX") for img in images]
+        assert np.array_equal(z["test_images"], np.stack(expected)) and not np.array_equal(z["test_images"], images)
+    # from a 224-px test set: box-resized to the model size, as the corrupted sets are
+    big = smooth_images(3, 224, seed=2)
+    write_task(tmp_path / "breastmnist_224.npz", big, [0, 1, 1])
+    (p,) = shift.prepare("breastmnist", 28, tmp_path, tmp_path / "d", source="generate", corrupt_at="224",
+                         corruptions=[names.RESAMPLE_CONTROL])
+    with np.load(p) as z:
+        assert np.array_equal(z["test_images"], np.stack([corruptions.resize(b, 28, "BOX") for b in big]))
+    assert corruptions.levels(names.RESAMPLE_CONTROL) == 1
+    with pytest.raises(UserError, match="unknown corruption"):
+        corruptions.corrupt(images, "breastmnist", names.RESAMPLE_CONTROL)
 
 
 def test_same_images_as_medmnistc_dataset_manager(tmp_path):
@@ -231,10 +260,12 @@ def test_rows_against_sklearn_and_medmnistc_evaluator(tmp_path):
         images[:, 0, 0] = 10 * p
         write_task(tmp_path / "c" / "breastmnist" / f"{name}.npz", images, np.tile(labels, 5))
         preds[name] = p
+    # the control: the clean test set through the resize path, here unchanged by it (as with nearest at 28 px)
+    write_task(tmp_path / "c" / "breastmnist" / f"{names.RESAMPLE_CONTROL}.npz", clean, labels)
     cell = results.cell_columns({"task": "breastmnist", "size": 28, "arch": "x", "norm": "none", "eps": 0,
                                  "seed": 0})
     rows = results.from_rows(evaluate.corruption_rows(FirstPixel(2), ds, cell, tmp_path / "c",
-                                              corruptions=list(preds)))
+                                                      corruptions=list(preds) + [names.RESAMPLE_CONTROL]))
     assert set(rows.eval_kind) == {"corruption"}
 
     def value(corruption, severity, metric):
@@ -261,7 +292,23 @@ def test_rows_against_sklearn_and_medmnistc_evaluator(tmp_path):
     assert value("mean", 0, "rbe_not_comparable") == pytest.approx(evaluator.output_log["metrics"]["rbe"])
     assert value("mean", 0, "balanced_acc") == pytest.approx(
         np.mean([value(c, 0, "balanced_acc") for c in preds]))
+    assert value(names.RESAMPLE_CONTROL, 0, "balanced_acc") == pytest.approx(balanced_accuracy_score(labels, clean_pred))
     assert "be" not in set(rows.metric)
+    # a control that differs from the clean set: rBE counts the corruption's error beyond the control's
+    resampled = clean.copy()
+    resampled[:, 0, 0] = 10 * labels  # the control is classified perfectly
+    write_task(tmp_path / "c" / "breastmnist" / f"{names.RESAMPLE_CONTROL}.npz", resampled, labels)
+    rows = results.from_rows(evaluate.corruption_rows(FirstPixel(2), ds, cell, tmp_path / "c",
+                                                      corruptions=list(preds) + [names.RESAMPLE_CONTROL]))
+    alex = corruptions.baselines()["breastmnist"]
+    for name in preds:
+        error = 1 - value(name, 0, "balanced_acc")
+        expected = (error - 0.0) / (alex["raw_scores"][name] - alex["clean_score"])
+        assert value(name, 0, "rbe_not_comparable") == pytest.approx(expected)
+    # without the control there is no clean baseline that isolates the corruption: no rBE
+    rows = results.from_rows(evaluate.corruption_rows(FirstPixel(2), ds, cell, tmp_path / "c",
+                                                      corruptions=list(preds)))
+    assert not {"rbe", "rbe_not_comparable"} & set(rows.metric)
 
 
 def test_evaluate_cli_writes_a_shift_table(tmp_path, capsys):

@@ -102,12 +102,16 @@ def run_nonrobust(args) -> None:
                                             eps=eps, step_size=step_size, steps=args.steps,
                                             rand_targets=args.rand_targets, random_start=args.random_start,
                                             seed=seed, batch_size=args.batch_size)
-    table = features.attack_success_table(settings, mode=args.mode, norm=args.norm, eps=eps, success=success)
+    moved = t != ds.train.labels
+    table = features.attack_success_table(settings, mode=args.mode, norm=args.norm, eps=eps, success=success,
+                                          moved=moved)
     npz.write_npz(args.out, features.npz_arrays(ds, images, t))
     results.write_table(table, args.table)
-    agree = (t == ds.train.labels).float().mean().item()
+    rate = {k: v[moved].float().mean().item() if moved.any() else float("nan") for k, v in success.items()}
     print(f"wrote {args.out} ({len(t)} images, D_{args.mode}, {args.norm} eps {eps:g}, {args.steps} steps; "
-          f"attack success {success.float().mean().item():.4f}; new label = old label for {agree:.3f})")
+          f"attack success on the {int(moved.sum())} images with a new label: {rate['rounded']:.4f} as written "
+          f"(uint8), {rate['float']:.4f} before rounding; new label = old label for "
+          f"{1 - moved.float().mean().item():.3f})")
 
 
 def run_robust(args) -> None:

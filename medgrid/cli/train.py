@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
 from medgrid.errors import UserError
-from medgrid.names import OPTIMIZERS, SCHEDULES, TRAIN_DATA, TRAIN_NORMS
+from medgrid.names import OPTIMIZERS, SCHEDULES, SELECTIONS, TRAIN_DATA, TRAIN_NORMS
 
 
 def add_arguments(p) -> None:
@@ -31,6 +31,9 @@ def add_arguments(p) -> None:
     p.add_argument("--attack-step-size", type=float, default=None, help="default 2.5 * eps / attack-steps")
     p.add_argument("--stop-train-acc", type=float, default=None,
                    help="stop once an epoch's training accuracy reaches this (e.g. 0.995)")
+    p.add_argument("--selection", choices=SELECTIONS, default=None,
+                   help="epoch to keep: best validation balanced accuracy, or the last (a fixed budget); default "
+                        "best_val on the task's data, last on a constructed dataset (its val labels are hidden)")
     add_data_options(p)
 
 
@@ -52,9 +55,11 @@ def run(args) -> None:
     hp = train.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
                        attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
-                       stop_train_acc=args.stop_train_acc)
+                       stop_train_acc=args.stop_train_acc, selection=args.selection)
     model, settings = train.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
                                   device=device, train_data=args.train_data)
     checkpoint.save(args.out, model, settings)
-    print(f"wrote {args.out} (best epoch {settings['best_epoch']}, "
-          f"val balanced acc {settings['best_val_balanced_acc']:.4f})")
+    kept = "best validation" if settings["selection"] == "best_val" else "last"
+    print(f"wrote {args.out} (kept epoch {settings['best_epoch']}: {kept}; "
+          f"val balanced acc {settings['best_val_balanced_acc']:.4f}; seeds {settings['init_seed']} init, "
+          f"{settings['order_seed']} batch order)")

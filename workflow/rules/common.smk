@@ -242,15 +242,17 @@ def shift_corrupt_at(task):
 
 def shift_inputs(wildcards):
     """The cell's clean test set (labels are checked against it) and, when the 224-px test set is
-    corrupted, that file: from the grid's data when 224 is a grid size, else from shift_source_224.
+    corrupted (or, with downloaded sets, resampled for their control), that file: from the grid's data
+    when 224 is a grid size, else from shift_source_224.
     """
     inputs = {"data": data_npz(wildcards)}
     task, size = wildcards.task, int(wildcards.size)
-    if (
-        shift_source(task) == "generate"
-        and shift_corrupt_at(task) == "224"
-        and size != 224
-    ):
+    from_224 = (
+        shift_source(task) == "generate" and shift_corrupt_at(task) == "224"
+    ) or (
+        shift_source(task) == "download" and wildcards.corruption == "resample_control"
+    )
+    if from_224 and size != 224:
         if 224 in config["sizes"]:
             inputs["clean"] = f"{DATA_DIR}/{dataset_stem(task, 224)}.npz"
         else:

@@ -5,8 +5,9 @@
 #   results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/metrics/shift.parquet   (eval_kind corruption)
 # Settings and input functions: common.smk ("corrupted test sets").
 
-# The corruptions of each task: medmnistc 0.1.0's registry (CORRUPTIONS_DS) for MedMNIST, medgrid's
-# suite (medgrid.shift.SYNTHETIC_SUITE and texture_shuffled) for the synthetic tasks. Listed here
+# The test sets of each task: medmnistc 0.1.0's registry (CORRUPTIONS_DS) for MedMNIST, medgrid's
+# suite (medgrid.corruptions.SYNTHETIC_SUITE and texture_shuffled) for the synthetic tasks, then every
+# task's resample_control (the clean test set through the same resize path, uncorrupted). Listed here
 # because Snakemake itself cannot import medmnistc; tests/test_shift.py checks it against medgrid.
 SHIFT_CORRUPTIONS = {
     "pathmnist": [
@@ -21,6 +22,7 @@ SHIFT_CORRUPTIONS = {
         "saturate",
         "stain_deposit",
         "bubble",
+        "resample_control",
     ],
     "dermamnist": [
         "pixelate",
@@ -38,6 +40,7 @@ SHIFT_CORRUPTIONS = {
         "contrast_down",
         "black_corner",
         "characters",
+        "resample_control",
     ],
     "octmnist": [
         "pixelate",
@@ -46,6 +49,7 @@ SHIFT_CORRUPTIONS = {
         "defocus_blur",
         "motion_blur",
         "contrast_down",
+        "resample_control",
     ],
     "pneumoniamnist": [
         "pixelate",
@@ -61,6 +65,7 @@ SHIFT_CORRUPTIONS = {
         "contrast_down",
         "gamma_corr_up",
         "gamma_corr_down",
+        "resample_control",
     ],
     "retinamnist": [
         "pixelate",
@@ -71,6 +76,7 @@ SHIFT_CORRUPTIONS = {
         "motion_blur",
         "brightness_down",
         "contrast_down",
+        "resample_control",
     ],
     "breastmnist": [
         "pixelate",
@@ -80,6 +86,7 @@ SHIFT_CORRUPTIONS = {
         "brightness_up",
         "brightness_down",
         "contrast_down",
+        "resample_control",
     ],
     "bloodmnist": [
         "pixelate",
@@ -93,6 +100,7 @@ SHIFT_CORRUPTIONS = {
         "saturate",
         "stain_deposit",
         "bubble",
+        "resample_control",
     ],
     "tissuemnist": [
         "pixelate",
@@ -103,6 +111,7 @@ SHIFT_CORRUPTIONS = {
         "brightness_down",
         "contrast_up",
         "contrast_down",
+        "resample_control",
     ],
     "organamnist": [
         "pixelate",
@@ -118,6 +127,7 @@ SHIFT_CORRUPTIONS = {
         "contrast_down",
         "gamma_corr_up",
         "gamma_corr_down",
+        "resample_control",
     ],
     "organcmnist": [
         "pixelate",
@@ -133,6 +143,7 @@ SHIFT_CORRUPTIONS = {
         "contrast_down",
         "gamma_corr_up",
         "gamma_corr_down",
+        "resample_control",
     ],
     "organsmnist": [
         "pixelate",
@@ -148,6 +159,7 @@ SHIFT_CORRUPTIONS = {
         "contrast_down",
         "gamma_corr_up",
         "gamma_corr_down",
+        "resample_control",
     ],
     "synthetic": [
         "defocus_blur",
@@ -156,6 +168,7 @@ SHIFT_CORRUPTIONS = {
         "brightness_down",
         "contrast_down",
         "texture_shuffled",
+        "resample_control",
     ],
     "synthetic-rgb": [
         "defocus_blur",
@@ -164,6 +177,7 @@ SHIFT_CORRUPTIONS = {
         "brightness_down",
         "contrast_down",
         "texture_shuffled",
+        "resample_control",
     ],
 }
 
