@@ -8,11 +8,13 @@ import numpy as np
 import torch
 
 from medgrid import data, metrics, results, shift
-from medgrid.attacks.sweep import robust_predictions
+from medgrid.attacks.sweep import RobustResult, robust_predictions
 from medgrid.corruptions import CALIBRATED_SIZE, baselines, check_corruptions, levels
 from medgrid.errors import UserError
 from medgrid.names import CORRUPTION_MEAN, RESAMPLE_CONTROL, SEVERITIES, SYNTHETIC_TASKS
 from medgrid.predict import predict
+from medgrid.sanity import SanitySettings, sanity_rows
+from medgrid.strong import StrongSettings, strong_rows
 
 
 def clean_rows(model, split: data.Split, cell: dict) -> list[dict]:
@@ -29,15 +31,12 @@ def clean_rows(model, split: data.Split, cell: dict) -> list[dict]:
     return rows
 
 
-def pgd_rows(model, split: data.Split, cell: dict, *, attacks_by_norm: dict[str, list[float]], steps: int = 20,
-             restarts: int = 1, skip: bool = True, seed: int = 0, batch_size: int = 500) -> list[dict]:
+def pgd_rows(cell: dict, y: torch.Tensor, pgd: dict[str, list[RobustResult]]) -> list[dict]:
     """Robust acc, balanced_acc and the forward+backward passes spent, per attack norm and epsilon."""
     rows = []
-    n = len(split)
-    x, y = data.as_float(split.images), split.labels
-    for norm, eps_list in attacks_by_norm.items():
-        for res in robust_predictions(model, x, y, norm=norm, eps_list=eps_list, steps=steps,
-                                     restarts=restarts, skip=skip, seed=seed, batch_size=batch_size):
+    n = y.shape[0]
+    for norm, results_at in pgd.items():
+        for res in results_at:
             common = dict(eval_kind="pgd", eval_norm=norm, eval_eps=res.eps, n=n)
             rows += [
                 results.make_row(cell, metric="acc", value=res.correct.float().mean().item(), **common),
@@ -112,20 +111,37 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
 
 def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[str, list[float]],
              steps: int = 20, restarts: int = 1, skip: bool = True, batch_size: int = 500,
-             clean: bool = True, shift_dir=None, shift_corruptions=None):
-    """All clean and PGD rows of one checkpoint on the test split of ``ds``, as a validated table.
+             clean: bool = True, shift_dir=None, shift_corruptions=None, strong: StrongSettings | None = None,
+             sanity: SanitySettings | None = None, source_model=None):
+    """All rows of one checkpoint on the test split of ``ds``, as a validated table.
 
-    ``shift_dir``: also the corruption rows on the MedMNIST-C sets under ``{shift_dir}/{task}/``
-    (:func:`corruption_rows`; ``shift_corruptions`` restricts them). ``clean=False`` leaves the clean
-    rows out (e.g. a table of corruption rows only).
+    Clean rows (unless ``clean=False``), PGD rows for ``attacks_by_norm``; ``strong``: the APGD ensemble on
+    PGD's survivors (:mod:`medgrid.strong`); ``sanity``: the gradient-masking checks after it
+    (:mod:`medgrid.sanity`; ``source_model``: the standard model the transfer check attacks);
+    ``shift_dir``: the corruption rows on the MedMNIST-C sets under ``{shift_dir}/{task}/``
+    (:func:`corruption_rows`; ``shift_corruptions`` restricts them).
     """
     cell = results.cell_columns(settings)
+    seed = int(settings["seed"])
     rows = []
     if clean:
         with torch.no_grad():
             rows += clean_rows(model, ds.test, cell)
-    rows += pgd_rows(model, ds.test, cell, attacks_by_norm=attacks_by_norm, steps=steps, restarts=restarts,
-                     skip=skip, seed=int(settings["seed"]), batch_size=batch_size)
+    if sanity is not None and strong is None:
+        raise UserError("the gradient-masking checks compare with the strong evaluation: enable it too")
+    if attacks_by_norm:
+        x, y = data.as_float(ds.test.images), ds.test.labels
+        pgd = {norm: robust_predictions(model, x, y, norm=norm, eps_list=eps_list, steps=steps, restarts=restarts,
+                                        skip=skip, seed=seed, batch_size=batch_size)
+               for norm, eps_list in attacks_by_norm.items()}
+        rows += pgd_rows(cell, y, pgd)
+        if strong is not None:
+            strong_found, outcome = strong_rows(model, x, y, cell, pgd, strong, seed=seed)
+            rows += strong_found
+            if sanity is not None:
+                rows += sanity_rows(model, x, y, cell, outcome, sanity, seed=seed, source_model=source_model)
+    elif strong is not None:
+        raise UserError("the strong evaluation attacks PGD's survivors: give --attack-norm/--attack-eps too")
     if shift_dir is not None:
         rows += corruption_rows(model, ds, cell, shift_dir, corruptions=shift_corruptions)
     if not rows:

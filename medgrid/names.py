@@ -46,6 +46,7 @@ ROBUST_INITS = ("other", "noise")  # D_R starts: another training image, or unif
 EVAL_KINDS = ("clean", "pgd", "apgd-ce", "apgd-t", "worst", "square", "transfer", "corruption", "features",
               "sanity", "health")
 WHITE_BOX_KINDS = ("pgd", "apgd-ce", "apgd-t")  # the attacks whose per-sample union is "worst"
+SANITY_CHECKS = ("monotone", "unbounded", "pgd_vs_worst", "black_box", "transfer")  # metrics of sanity rows
 CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric` can show
 
 # ---------------------------------------------------------------------------------- MedMNIST-C

@@ -18,6 +18,10 @@ STREAM_SYNTHETIC_IMAGES = 3
 STREAM_SYNTHETIC_SHUFFLE = 4
 STREAM_FEATURES = 7
 STREAM_INDEPENDENT_MODEL = 8
+STREAM_PGD = 9  # random starts of a robust evaluation: (batch, eps, restart)
+STREAM_APGD = 10  # APGD starts: (batch, eps, attack, target)
+STREAM_SUBSET = 11  # the test images of a strong evaluation with a sample cap
+STREAM_SANITY = 12  # starts of the gradient-masking checks' attacks
 
 
 def numpy_rng(seed: int, *stream: int) -> np.random.Generator:

@@ -38,6 +38,24 @@ class Outcome:
         self.pred = clean_pred
         self.broken = clean_pred != labels
 
+    @classmethod
+    def of(cls, labels: torch.Tensor, pred: torch.Tensor, broken: torch.Tensor) -> "Outcome":
+        """An outcome that starts where another attack left off (its labels found, its broken samples)."""
+        outcome = cls(labels.clone(), labels)
+        outcome.merge(pred, broken)
+        return outcome
+
+    def merge(self, pred: torch.Tensor, broken: torch.Tensor) -> None:
+        """Add another attack's findings on the same samples: its broken samples are broken here too (those
+        broken already keep the label found first)."""
+        new = broken & ~self.broken
+        self.pred[new] = pred[new]
+        self.broken |= broken
+
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels found, broken) as they stand now."""
+        return self.pred.clone(), self.broken.clone()
+
     def unbroken(self) -> torch.Tensor:
         """Indices of the samples no attack has broken yet."""
         return (~self.broken).nonzero().squeeze(1)

@@ -28,20 +28,37 @@ def add_arguments(p) -> None:
                    help="only these corruptions (default: all of the task's)")
     p.add_argument("--no-clean", action="store_true",
                    help="leave the clean rows out (e.g. a separate table of corruption rows)")
+    g = p.add_argument_group("strong evaluation (APGD-CE and APGD-T on PGD's survivors; docs/evaluation.md)")
+    g.add_argument("--strong", action="store_true", help="run it (rows apgd-ce, apgd-t, worst)")
+    g.add_argument("--strong-norm", action="append", help="restrict it to these epsilons of the PGD grid: linf or "
+                                                          "l2, each followed by --strong-eps")
+    g.add_argument("--strong-eps", action="append", help="comma-separated epsilons (default: every PGD epsilon)")
+    g.add_argument("--strong-iterations", type=int, default=100, help="APGD iterations per run")
+    g.add_argument("--strong-samples", type=int, default=None,
+                   help="attack a seeded random subset of this many test images (default: all)")
+    g.add_argument("--apgd-targets", type=int, default=9, help="APGD-T target classes (at most n_classes - 1)")
+    g = p.add_argument_group("gradient-masking checks (rows sanity, square, transfer; need --strong)")
+    g.add_argument("--sanity", action="store_true", help="run them")
+    g.add_argument("--sanity-samples", type=int, default=200, help="test images of the checks")
+    g.add_argument("--sanity-tolerance", type=float, default=0.02, help="accuracy a check may miss by")
+    g.add_argument("--square-queries", type=int, default=1000, help="query budget of the black-box Square attack")
+    g.add_argument("--square-samples", type=int, default=100, help="test images Square attacks")
+    g.add_argument("--transfer-from", type=Path, default=None,
+                   help="standard checkpoint of the same task whose PGD examples the transfer check uses")
     add_data_options(p)
 
 
-def attack_grid(norms, eps_lists) -> dict[str, list[float]]:
+def attack_grid(norms, eps_lists, what: str = "attack") -> dict[str, list[float]]:
     """{norm: sorted epsilons} from repeated --attack-norm / --attack-eps pairs."""
     from medgrid import epsilon
 
     norms, eps_lists = norms or [], eps_lists or []
     if len(norms) != len(eps_lists):
-        raise UserError("give --attack-eps once after each --attack-norm")
+        raise UserError(f"give --{what}-eps once after each --{what}-norm")
     grid: dict[str, list[float]] = {}
     for norm, text in zip(norms, eps_lists):
         if norm not in ATTACK_NORMS:
-            raise UserError(f"unknown attack norm {norm!r}; valid: {', '.join(ATTACK_NORMS)}")
+            raise UserError(f"unknown {what} norm {norm!r}; valid: {', '.join(ATTACK_NORMS)}")
         grid[norm] = sorted(set(grid.get(norm, [])) | set(epsilon.parse_eps_list(text)))
     return grid
 
@@ -56,6 +73,7 @@ def run(args) -> None:
         if args.shift_corruptions else None
     if shift_corruptions and args.shift_dir is None:
         raise UserError("--shift-corruptions needs --shift-dir")
+    strong, sanity = _strong_settings(args), _sanity_settings(args)
     check_writable(args.out)
     set_threads(args.threads)
     device = pick_device(args.device)
@@ -63,10 +81,50 @@ def run(args) -> None:
     from medgrid import checkpoint, data, evaluate, results
 
     model, settings = checkpoint.load(args.checkpoint, device=device)
+    source = None
+    if args.transfer_from is not None:
+        source, source_settings = checkpoint.load(args.transfer_from, device=device)
+        if (source_settings["task"], source_settings["size"]) != (settings["task"], settings["size"]):
+            raise UserError(f"--transfer-from {args.transfer_from} is a {source_settings['task']} model at "
+                            f"{source_settings['size']} px; the transfer check needs one of {settings['task']} at "
+                            f"{settings['size']} px")
     # evaluated on the ORIGINAL task's test split, whatever data the model was trained on
     ds = data.load(settings["task"], settings["size"], args.data_dir, npz=args.data, device=device)
     table = evaluate.evaluate(model, settings, ds, attacks_by_norm=grid, steps=args.attack_steps,
                               restarts=args.restarts, skip=not args.no_skip, batch_size=args.batch_size,
-                              clean=not args.no_clean, shift_dir=args.shift_dir, shift_corruptions=shift_corruptions)
+                              clean=not args.no_clean, shift_dir=args.shift_dir, shift_corruptions=shift_corruptions,
+                              strong=strong, sanity=sanity, source_model=source)
     results.write_table(table, args.out, csv=args.csv)
     print(table[table.metric != "grad_evals"].to_string(index=False, max_rows=40))
+
+
+def _strong_settings(args):
+    """StrongSettings from the options, or None without --strong."""
+    if not args.strong:
+        if args.strong_norm or args.strong_eps or args.sanity:
+            raise UserError("--strong-norm/--strong-eps and --sanity need --strong")
+        return None
+    from medgrid.strong import StrongSettings
+
+    eps = attack_grid(args.strong_norm, args.strong_eps, "strong") or None
+    return StrongSettings(eps=eps, iterations=at_least(args.strong_iterations, 1, "--strong-iterations"),
+                          samples=None if args.strong_samples is None else at_least(args.strong_samples, 1,
+                                                                                    "--strong-samples"),
+                          targets=at_least(args.apgd_targets, 1, "--apgd-targets"), batch_size=args.batch_size)
+
+
+def _sanity_settings(args):
+    """SanitySettings from the options, or None without --sanity."""
+    if not args.sanity:
+        if args.transfer_from is not None:
+            raise UserError("--transfer-from needs --sanity")
+        return None
+    from medgrid.sanity import SanitySettings
+
+    if not 0 <= args.sanity_tolerance < 1:
+        raise UserError(f"--sanity-tolerance must be in [0, 1), got {args.sanity_tolerance}")
+    return SanitySettings(samples=at_least(args.sanity_samples, 1, "--sanity-samples"),
+                          tolerance=args.sanity_tolerance,
+                          square_queries=at_least(args.square_queries, 1, "--square-queries"),
+                          square_samples=at_least(args.square_samples, 1, "--square-samples"),
+                          steps=args.attack_steps, batch_size=args.batch_size)

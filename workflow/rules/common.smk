@@ -189,21 +189,72 @@ def train_options(wildcards):
     return _flags(dict(sorted(merged.items())))
 
 
-def attack_options():
-    """The attack grid as `medgrid evaluate` flags, one --attack-norm/--attack-eps pair per norm."""
+def attack_options(grid=None):
+    """An attack grid (tokens; default the main one) as `medgrid evaluate` flags, one
+    --attack-norm/--attack-eps pair per norm."""
     return " ".join(
         f"--attack-norm {norm} --attack-eps {','.join(eps_arg(t) for t in tokens)}"
-        for norm, tokens in ATTACK_GRID.items()
+        for norm, tokens in (ATTACK_GRID if grid is None else grid).items()
     )
 
 
-def evaluate_options():
-    return _flags(
-        {
-            "attack_steps": config["evaluate"]["attack_steps"],
-            "restarts": config["evaluate"]["restarts"],
+def evaluate_options(attack_grid=None):
+    """Flags of `medgrid evaluate`: PGD, the strong evaluation and the gradient-masking checks. The strong
+    evaluation runs at evaluate.strong.epsilons that are in the evaluation's `attack_grid` (tokens; default
+    the main one), or at all of that grid when none of them is (the features models' own grid).
+    """
+    ev = config["evaluate"]
+    grid = ATTACK_GRID if attack_grid is None else attack_grid
+    strong, sanity = ev.get("strong", {}), ev.get("sanity", {})
+    options = {"attack_steps": ev["attack_steps"], "restarts": ev["restarts"]}
+    flags = ""
+    if strong.get("enabled", True):
+        options.update(
+            strong_iterations=strong.get("iterations", 100),
+            strong_samples=strong.get("samples"),
+            apgd_targets=strong.get("apgd_targets", 9),
+        )
+        flags += " --strong"
+        chosen = {
+            norm: [t for t in tokens if t in grid.get(norm, [])]
+            for norm, tokens in _tokens(strong.get("epsilons") or {}).items()
         }
+        for norm, tokens in chosen.items():
+            if tokens:
+                flags += f" --strong-norm {norm} --strong-eps {','.join(eps_arg(t) for t in tokens)}"
+        if sanity.get("enabled", True):
+            options.update(
+                sanity_samples=sanity.get("samples", 200),
+                sanity_tolerance=sanity.get("tolerance", 0.02),
+                square_queries=sanity.get("square_queries", 1000),
+                square_samples=sanity.get("square_samples", 100),
+            )
+            flags += " --sanity"
+    return _flags(options) + flags
+
+
+def transfer_source(wildcards):
+    """The standard model of a cell's task, size, arch and seed, for the transfer check of every other
+    model (adversarially trained cells and the models trained on D_rand / D_det / D_R).
+    """
+    ev = config["evaluate"]
+    wanted = (
+        ev.get("strong", {}).get("enabled", True)
+        and ev.get("sanity", {}).get("enabled", True)
+        and ev.get("sanity", {}).get("transfer", True)
     )
+    standard_cell = wildcards.norm == "none" and "fset" not in wildcards.keys()
+    if not wanted or standard_cell:
+        return {}
+    return {
+        "source": rules.train.output.model.format(
+            **{**dict(wildcards.items()), "norm": "none", "eps": "0"}
+        )
+    }
+
+
+def transfer_option(wildcards, input):
+    return f"--transfer-from {input.source}" if "source" in input.keys() else ""
 
 
 # ----------------------------------------------------------------------------- resources
@@ -342,14 +393,16 @@ def features_train_options(wildcards):
     return _flags(dict(sorted(merged.items())))
 
 
-def features_attack_options():
-    """features.attack_grid as `medgrid evaluate` flags; null: the main attack_grid."""
+def features_attack_grid():
+    """features.attack_grid as tokens; null: the main attack_grid."""
     if FEATURES["attack_grid"] is None:
-        return attack_options()
-    return " ".join(
-        f"--attack-norm {norm} --attack-eps {','.join(eps_arg(t) for t in tokens)}"
-        for norm, tokens in _tokens(FEATURES["attack_grid"]).items()
-    )
+        return ATTACK_GRID
+    return _tokens(FEATURES["attack_grid"])
+
+
+def features_attack_options():
+    """features.attack_grid as `medgrid evaluate` flags."""
+    return attack_options(features_attack_grid())
 
 
 def features_tables():

@@ -1,6 +1,7 @@
 # Clean and PGD metrics of one cell's model on its task's test split, as a tidy table.
 rule evaluate:
     input:
+        unpack(transfer_source),
         model=rules.train.output.model,
         data=data_npz,
     output:
@@ -19,10 +20,11 @@ rule evaluate:
     params:
         attacks=attack_options(),
         options=evaluate_options(),
+        transfer=transfer_option,
     shell:
         "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data})"
         " --data {input.data} --out {output.table} {params.attacks} {params.options}"
-        " --threads {threads} > {log} 2>&1"
+        " {params.transfer} --threads {threads} > {log} 2>&1"
 
 
 RESULT_TABLES.extend(grid_paths(rules.evaluate.output.table))

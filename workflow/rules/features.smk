@@ -97,6 +97,7 @@ rule train_features:
 # Clean and PGD metrics on the ORIGINAL task's test split (--data is the task's own file).
 rule evaluate_features:
     input:
+        unpack(transfer_source),
         model=rules.train_features.output.model,
         data=data_npz,
     output:
@@ -116,11 +117,12 @@ rule evaluate_features:
         gpu=resource("evaluate", "gpu"),
     params:
         attacks=features_attack_options(),
-        options=evaluate_options(),
+        options=evaluate_options(features_attack_grid()),
+        transfer=transfer_option,
     shell:
         "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data})"
         " --data {input.data} --out {output.table} {params.attacks} {params.options}"
-        " --threads {threads} > {log} 2>&1"
+        " {params.transfer} --threads {threads} > {log} 2>&1"
 
 
 RESULT_TABLES.extend(features_tables())
