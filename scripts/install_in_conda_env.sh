@@ -9,3 +9,5 @@ if ! grep -qs 'name="medgrid"' setup.py; then
     exit 1
 fi
 python -m pip install --no-deps --no-build-isolation -e .
+# Square, the black-box attack of the gradient-masking checks (its metadata pins an ancient requests it never uses)
+python -m pip install --no-deps torchattacks==3.5.1

@@ -31,4 +31,7 @@ fi
 echo "== installing medgrid (builds the medgrid._C extension against the installed torch)"
 "$PY" -m pip install -q pybind11 ninja
 "$PY" -m pip install -q --no-build-isolation -e ".[test,report,shift,slurm]"
+# torchattacks: Square for the black-box check (and an independent APGD for the tests); its metadata pins an
+# ancient requests that it never imports, so it goes in without its dependencies
+"$PY" -m pip install -q --no-deps torchattacks==3.5.1
 "$PY" -c "import medgrid.ops as o; print('medgrid fused PGD step:', 'built' if o.fused_available() else 'NOT built (reference)')"
