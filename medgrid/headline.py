@@ -83,7 +83,8 @@ def _select(s: pd.DataFrame, column: str, eps: dict[str, float]) -> pd.DataFrame
     """The by-seed rows of one column, one per cell; None when the table has none of its kind."""
     data = s.train_data == spec(column).train_data
     if column in ("clean", "drand", "ddet", "drobust"):
-        return s[data & (s.eval_kind == "clean") & (s.metric == ACC)]
+        clean = s[data & (s.eval_kind == "clean") & (s.metric == ACC)]
+        return _on_source_row(clean, s[data & (s.eval_kind == "features")]) if column == "drobust" else clean
     if column in ("corruption", "be", "rbe"):
         metrics = [ACC] if column == "corruption" else [column, column + NOT_COMPARABLE]
         return s[data & (s.eval_kind == "corruption") & (s.corruption == CORRUPTION_MEAN) & (s.severity == 0)
@@ -99,6 +100,19 @@ def _select(s: pd.DataFrame, column: str, eps: dict[str, float]) -> pd.DataFrame
                         f"(they have {have}); choose one of those with --{norm}-eps")
     # the worst case over PGD and both APGD runs where the cell has it, PGD otherwise
     return at.sort_values("eval_kind", key=lambda k: k != "worst", kind="stable").drop_duplicates(CELL)
+
+
+def _on_source_row(models: pd.DataFrame, made: pd.DataFrame) -> pd.DataFrame:
+    """D_R models are standard training (train_norm none); the rows that made their dataset (eval_kind
+    features) carry the robust cell it came from. Each model moves to that cell's row where its task, size
+    and arch have one such source."""
+    sources = made.loc[made.train_norm != "none", CELL].drop_duplicates().drop_duplicates(BLOCK, keep=False)
+    if sources.empty:
+        return models
+    standard = models.train_norm == "none"
+    moved = models[standard].drop(columns=["train_norm", "train_eps"]).merge(sources, on=BLOCK)
+    kept = models[~standard | ~models.set_index(BLOCK).index.isin(sources.set_index(BLOCK).index)]
+    return pd.concat([moved, kept], ignore_index=True)[models.columns]
 
 
 def _cell_text(mean: float, low: float, high: float, n_seeds: int) -> str:

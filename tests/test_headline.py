@@ -61,13 +61,15 @@ def cell_rows(task, norm, eps, seed, *, noise, worst=(), be=False, size=28, dege
 
 
 def feature_rows(task, seed, noise, *, size=28):
-    """The models trained on D_rand and D_det (from the standard model) and on D_R (from linf 4/255)."""
+    """The models trained on D_rand and D_det (from the standard model) and on D_R (from linf 4/255), as
+    medgrid writes them: the models are standard training (train_norm none); D_R's own rows (eval_kind
+    features) carry the robust cell it was made from."""
     rows = []
-    for data, value in (("drand", 0.60), ("ddet", 0.30)):
+    for data, value in (("drand", 0.60), ("ddet", 0.30), ("drobust", 0.75)):
         c = cell(task, "none", 0.0, seed, data, size=size)
         rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc", value=value + noise, n=100))
     c = cell(task, "linf", 4 / 255, seed, "drobust", size=size)
-    rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc", value=0.75 + noise, n=100))
+    rows.append(results.make_row(c, eval_kind="features", metric="source_acc", value=0.8, n=4000))
     return rows
 
 
@@ -119,6 +121,12 @@ def test_rows_columns_and_one_seed_means_only():
     best = frame[frame.best].set_index("column").setting
     assert best["clean"] == "standard" and best["robust_linf"] == "L∞ 2/255" and best["corruption"] == "L∞ 2/255"
     assert "drand" not in best.index  # a column with one value has no best
+
+
+def test_d_r_model_without_its_source_rows_stays_where_it_was_trained():
+    df = make_results()
+    frame, _ = build(df[df.eval_kind != "features"])
+    assert list(by_column(frame, "drobust").index) == ["standard"]
 
 
 def test_columns_follow_the_given_order_and_subset():
@@ -208,8 +216,11 @@ def test_three_seeds_give_the_intervals_of_summary_by_seed(tmp_path, capsys):
     printed = capsys.readouterr().out
     csv = pd.read_csv(tmp_path / "tables" / "headline.csv", float_precision="round_trip")
     by_seed = pd.read_parquet(tmp_path / "summary_by_seed.parquet")
-    key = [c for c in aggregate.GROUP]
-    merged = csv.merge(by_seed, on=key, how="left", validate="one_to_one", suffixes=("", "_s"))
+    # the D_R model (standard training) sits on the row of the robust cell its dataset came from
+    drobust = csv.column == "drobust"
+    assert set(csv[drobust].setting) == {"L∞ 4/255"}
+    csv.loc[drobust, ["train_norm", "train_eps"]] = ["none", 0.0]
+    merged = csv.merge(by_seed, on=aggregate.GROUP, how="left", validate="one_to_one", suffixes=("", "_s"))
     assert len(merged) == len(csv) and merged["mean_s"].notna().all()
     np.testing.assert_allclose(merged["mean"], merged["mean_s"])
     np.testing.assert_allclose(merged["low"], merged["ci95_t_low"])
