@@ -185,6 +185,15 @@ def tradeoff(s: pd.DataFrame, metric: str):
                   "Bars: 95% t-interval over seeds (none with one seed)."]))
 
 
+def _eps_x(d: pd.DataFrame, column: str, norm: str, what: str):
+    """``d`` with ``x`` (epsilon ``column`` in the axis' unit) and its x encoding: a tick at each epsilon of the
+    grid, labelled in full (with a bare "~g" Vega rounds labels to the tick spacing: L2 0.25 read "0.3")."""
+    factor, title = eps_axis(norm, what)
+    d = d.assign(x=d[column] * factor)
+    values = sorted(set(d.x.round(9)))
+    return d, alt.X("x:Q", title=title, axis=alt.Axis(values=values, format=".6~g"))
+
+
 def _line_panels(d, x, y, color, tips, detail, base, title: str):
     """Lines in x order, 95% seed-interval rules, points with tooltips and the chance line; one row per panel."""
     line = alt.Chart().mark_line(strokeWidth=2).encode(
@@ -212,11 +221,8 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
     for norm in sorted(pgd.eval_norm.unique(), key=lambda n: NORM_ORDER.get(n, 9)):
         p = pgd[pgd.eval_norm == norm]
         c = clean.merge(p[cell].drop_duplicates(), on=cell).assign(eval_norm=norm, eval_eps=0.0)
-        factor, x_title = eps_axis(norm, "attack")
-        d = pd.concat([c, p], ignore_index=True)
-        d["x"] = d.eval_eps * factor
+        d, x = _eps_x(pd.concat([c, p], ignore_index=True), "eval_eps", norm, "attack")
         d["attack"] = ["clean (ε = 0)" if e == 0 else attack_label(norm, e) for e in d.eval_eps]
-        x = alt.X("x:Q", title=x_title, axis=alt.Axis(values=sorted(d.x.unique()), format="~g"))
         y = alt.Y("mean:Q", title=f"{name} under attack", scale=alt.Scale(domain=[0, 1]),
                   axis=alt.Axis(format=".0%"))
         tips = _tooltip(alt_tooltip("attack", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
@@ -252,15 +258,13 @@ def by_train_eps(s: pd.DataFrame, metric: str):
         if not shift.empty:
             parts.append(shift.assign(series="MedMNIST-C (mean)", series_order=1e6))
         d = pd.concat(parts, ignore_index=True)
-        factor, x_title = eps_axis(norm, "training")
-        d["x"] = d.train_eps * factor
+        d, x = _eps_x(d, "train_eps", norm, "training")
         series = d[["series", "series_order"]].drop_duplicates().sort_values("series_order")
         attacks = [x for x in series.series if x.startswith("PGD")]
         domain = ["clean"] + attacks + (["MedMNIST-C (mean)"] if not shift.empty else [])
         colors = [STANDARD_COLOR] + ramp("linf", len(attacks)) + ([SHIFT_COLOR] if not shift.empty else [])
         color = alt.Color("series:N", title=f"evaluation ({NORM_NAME[norm]} training)",
                           scale=alt.Scale(domain=domain, range=colors))
-        x = alt.X("x:Q", title=x_title, axis=alt.Axis(values=sorted(d.x.unique()), format="~g"))
         y = alt.Y("mean:Q", title=name, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"))
         tips = _tooltip(alt_tooltip("series", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
                         *_interval_tips(name))

@@ -64,3 +64,12 @@ def chance_level(task: str) -> float:
         return 1.0 / tasks.task_info(task).n_classes
     except (UserError, ImportError, KeyError):
         return float("nan")
+
+
+ATTACK_NAME = {"pgd": "PGD", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T"}
+
+
+def attack_name(kind: str, steps: int | None = None) -> str:
+    """'PGD-20' (with its step count when known), 'APGD-CE', 'APGD-T'."""
+    name = ATTACK_NAME.get(kind, kind)
+    return f"{name}-{steps}" if steps and kind == "pgd" else name

@@ -48,6 +48,10 @@ EVAL_KINDS = ("clean", "pgd", "apgd-ce", "apgd-t", "worst", "square", "transfer"
 WHITE_BOX_KINDS = ("pgd", "apgd-ce", "apgd-t")  # the attacks whose per-sample union is "worst"
 SANITY_CHECKS = ("monotone", "unbounded", "pgd_vs_worst", "black_box", "transfer")  # metrics of sanity rows
 CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric` can show
+# the headline table's columns (`medgrid table --columns`, config headline.columns), in display order:
+# clean, robust at one epsilon per attack norm, MedMNIST-C mean, BE, rBE, models trained on D_rand / D_det / D_R
+HEADLINE_COLUMNS = ("clean", "robust_linf", "robust_l2", "corruption", "be", "rbe", "drand", "ddet", "drobust")
+HEALTH_METRIC = "degenerate"  # eval_kind health: 1.0 when a cell predicts one class or sits at chance
 
 # ---------------------------------------------------------------------------------- MedMNIST-C
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -1,5 +1,9 @@
-"""Shared data fixtures: tiny MedMNIST-layout npz files and the real MedMNIST files beside the repository."""
+"""Shared fixtures: tiny MedMNIST-layout npz files, the real MedMNIST files beside the repository, and a
+headless Chromium for the HTML outputs."""
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +51,32 @@ def shared_medmnist():
     if not all((SHARED_MEDMNIST / f).is_file() for f in needed):
         pytest.skip(f"real MedMNIST files not found in {SHARED_MEDMNIST} (needs ../shared beside the repository)")
     return SHARED_MEDMNIST
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless-capable Chromium (apt-get installed when missing and we are root); skipped otherwise."""
+    exe = _chromium()
+    if exe is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, timeout=600)
+        exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium, and cannot apt-get install it (needs root and apt)")
+    return exe
+
+
+def headless(exe, page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Open a local ``page`` in headless Chromium, offline, with ``args`` (--screenshot=..., --dump-dom);
+    scripts get 5 s of virtual time to render."""
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", *args, Path(page).as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -88,7 +88,7 @@ def test_modules_stay_small(name):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["aggregate", "--help"], ["charts", "--help"], ["train", "--help"],
-                                  ["--version"]])
+                                  ["table", "--help"], ["--version"]])
 def test_parser_imports_no_heavy_library(argv):
     code = ("import sys\nfrom medgrid.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'pandas', 'altair', 'numpy') if m in sys.modules))")
@@ -140,3 +140,16 @@ def test_workflow_copies_equal_the_package_names():
     assert tuple(shift["upsample"]["enum"]) == names.UPSAMPLING
     assert _smk_tuple("SYNTHETIC_TASKS") == names.SYNTHETIC_TASKS
     assert _smk_tuple("SHIFT_NOT_ON_ZENODO") == names.NOT_ON_ZENODO
+
+
+def test_headline_defaults_agree():
+    """The headline's columns and epsilons: the schema, config/config.yaml and `medgrid table` agree."""
+    from medgrid.cli import table
+
+    schema = SCHEMA["properties"]["headline"]
+    assert tuple(schema["properties"]["columns"]["items"]["enum"]) == names.HEADLINE_COLUMNS
+    assert tuple(schema["default"]["columns"]) == tuple(schema["properties"]["columns"]["default"])
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["headline"]
+    for norm in names.ATTACK_NORMS:
+        assert str(config["eps"][norm]) == str(schema["default"]["eps"][norm]) == table.DEFAULT_EPS[norm]
+    assert tuple(config["columns"]) == tuple(schema["default"]["columns"]) == names.HEADLINE_COLUMNS

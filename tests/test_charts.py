@@ -4,15 +4,13 @@ export readable images, and the HTML works offline in a real browser."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import headless
 from medgrid import charts, epsilon, labels, npz, render, results, synthetic
 from medgrid.errors import UserError
 
@@ -142,6 +140,17 @@ def test_heatmap_difference_is_robust_minus_standard(full_table):
     assert row.diff_pp > 0
 
 
+def test_epsilon_axes_label_the_grids_epsilons(full_charts):
+    """A tick at each epsilon of the grid, labelled in full: the L2 axis once read 0.3 for 0.25."""
+    import re
+
+    out, _ = full_charts
+    ticks = set(re.findall(r"<text[^>]*>([0-9.]+)</text>", (out / "robust_vs_eps.svg").read_text()))
+    assert {"0", "1", "2", "4", "8", "0.25", "0.5"} <= ticks and "0.3" not in ticks
+    ticks = set(re.findall(r"<text[^>]*>([0-9.]+)</text>", (out / "by_train_eps.svg").read_text()))
+    assert {"0", "2", "4", "0.5"} <= ticks
+
+
 def test_missing_rows_give_placeholders_and_exports(tmp_path):
     table = make_table(shift=False, features=False, seeds=(0,), tasks=("synthetic",))
     path = tmp_path / "summary.parquet"
@@ -245,25 +254,6 @@ def test_saliency_picks_one_image_per_class_and_refuses_mixed_tasks(tiny_checkpo
 # ------------------------------------------------------------------------------------------- browser
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    exe = _chromium()
-    if exe is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, timeout=600)
-        exe = _chromium()
-    if exe is None:
-        pytest.skip("no chromium, and cannot apt-get install it (needs root and apt)")
-    return exe
-
-
 def test_html_renders_offline_in_headless_chromium(chromium, tmp_path, full_charts):
     from PIL import Image
 
@@ -271,11 +261,7 @@ def test_html_renders_offline_in_headless_chromium(chromium, tmp_path, full_char
     page = (out / "tradeoff.html").read_text()
     assert 'src="http' not in page and "vegaEmbed" in page  # nothing to fetch: Vega is inlined
     shot = tmp_path / "shot.png"
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1000,800",
-           "--virtual-time-budget=5000", (out / "tradeoff.html").as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = headless(chromium, out / "tradeoff.html", tmp_path, f"--screenshot={shot}", "--window-size=1000,800")
     assert shot.exists(), f"chromium made no screenshot: {proc.stderr[-2000:]}"
     rgb = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int64)
     # a blank page is one colour and an error message is black text; the rendered chart has coloured

@@ -8,6 +8,7 @@ Snakemake's metadata, and parse which jobs Snakemake schedules.
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import os
 import re
@@ -22,6 +23,8 @@ import pandas as pd
 import pytest
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
+
+from conftest import headless
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,6 +54,9 @@ def tiny_config(data_dir: Path) -> dict:
         "train_grid": {"none": [0], "linf": ["2/255"]},
         "attack_grid": {"linf": ["2/255"]},
         "evaluate": {"attack_steps": 2, "restarts": 1},
+        # the headline's robust column of the one attack norm
+        "headline": {"eps": {"linf": "2/255", "l2": 0.5},
+                     "columns": ["clean", "robust_linf", "corruption", "be", "rbe", "drand", "ddet", "drobust"]},
         "hparams": {arch: dict(hp) for arch in TINY_ARCHS},
         "resources": {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}},
     })
@@ -336,6 +342,20 @@ def test_schema_rejects_bad_config(tmp_path, override, message):
     assert "ValidationError" in text and message in text, text[-2000:]
 
 
+def test_headline_epsilons_must_be_attacked(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    write_yaml(work / "config" / "bad.yaml", {"headline": {"eps": {"linf": "3/255"}}})
+    proc = snakemake(work, "--dry-run", "--configfile", "config/bad.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "headline.eps.linf 3/255 is not in attack_grid.linf" in text, text[-2000:]
+    # without its column, the epsilon is not used; the table rule gets the columns and the PGD steps
+    write_yaml(work / "config" / "ok.yaml", {"headline": {"eps": {"linf": "3/255"}, "columns": ["clean", "robust_l2"]}})
+    (table,) = by_rule(dry_run(work, "--configfile", "config/ok.yaml"))["table"]
+    assert "--columns clean,robust_l2" in table.shell and "--pgd-steps 20" in table.shell
+    assert "--l2-eps 0.5" in table.shell and table.output == [
+        "results/tables/headline.html", "results/tables/headline.csv", "results/tables/headline.tex"]
+
+
 # ------------------------------------------------------------------------------------ reruns
 def test_complete_run_has_nothing_to_do(tiny_run):
     assert dry_run(tiny_run) == []
@@ -397,6 +417,46 @@ def test_deleted_checkpoint_reruns_that_cell_only(tiny_run):
     assert cells_of(jobs, "train") == {cell}
     assert_reruns_exactly(jobs, {cell}, TINY_CELLS)
     assert dry_run(tiny_run) == []
+
+
+# ------------------------------------------------------------------------------------ report
+# a reader's first two clicks in the report: the first category under Results, then the eye button
+# (view) of its first result
+FIRST_CLICKS = """<script>
+setTimeout(function () {
+  var items = Array.from(document.querySelectorAll("nav li"));
+  var heading = items.findIndex(function (li) { return li.textContent === "Results"; });
+  items[heading + 1].querySelector("a").click();
+  setTimeout(function () { document.querySelector('a[iconname="eye"]').click(); }, 500);
+}, 1000);
+</script>"""
+
+
+def test_report_opens_with_the_headline_table(tiny_run, chromium, tmp_path):
+    tables = tiny_run / "results" / "tables"
+    csv = pd.read_csv(tables / "headline.csv", dtype={"text": str})
+    # the tiny grid has no MedMNIST-C, feature or L2 rows: clean and L-inf columns, one seed: means only
+    assert set(csv.column) == {"clean", "robust_linf"} and (csv.n_seeds == 1).all()
+    assert set(csv.arch) == set(TINY_ARCHS) and set(csv.setting) == {"standard", "L∞ 2/255"}
+    assert not csv.text.str.contains("±").any() and csv.low.isna().all()
+    assert (tables / "headline.tex").read_text().count(r"\begin{tabular}") == len(TINY_ARCHS)
+    summary = pd.read_parquet(tiny_run / "results" / "summary.parquet")
+    clean = summary[(summary.eval_kind == "clean") & (summary.metric == "balanced_acc")]
+    assert sorted(csv[csv.column == "clean"]["mean"]) == pytest.approx(sorted(clean.value))
+    report = tiny_run / "results" / "report.html"
+    snakemake(tiny_run, "--report", str(report))
+    page = report.read_text()
+    clicked = tmp_path / "report.html"
+    clicked.write_text(page[:page.rindex("</body>")] + FIRST_CLICKS + page[page.rindex("</body>"):])
+    proc = headless(chromium, clicked, tmp_path, "--dump-dom")
+    dom = proc.stdout
+    assert "At a glance" in dom, proc.stderr[-2000:]
+    frame = re.search(r'<iframe src="data:text/html;charset=utf8;filename=([^;"]+);base64,([^"]+)"', dom)
+    assert frame, "the first result of the first category did not open"
+    assert frame.group(1) == "headline.html"
+    assert base64.b64decode(frame.group(2)) == (tables / "headline.html").read_bytes()
+    # the landing page points there too
+    assert "showCategory('At%20a%20glance')" in dom
 
 
 # ------------------------------------------------------------------------------------ style

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("medgrid.cli.aggregate",
                   "concatenate per-cell tables into one summary (+ CSV, + by-seed view)"),
     "charts": ("medgrid.cli.charts", "Altair charts of the summary table (HTML + PNG + SVG) and an HTML table"),
+    "table": ("medgrid.cli.table",
+              "the headline table: per task, one row per training setting, intervals over seeds (CSV, LaTeX, HTML)"),
     "saliency": ("medgrid.cli.saliency",
                  "input-gradient figure of standard vs robust checkpoints on a few test images"),
 }

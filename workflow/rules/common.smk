@@ -421,3 +421,32 @@ def features_tables():
             rules.evaluate_features.output.table.replace("{fset}", fset), **where
         )
     return tables
+
+
+# ----------------------------------------------------------------------------- the headline table (report.smk)
+HEADLINE = config["headline"]
+for _column in HEADLINE["columns"]:
+    _norm = _column.removeprefix("robust_")
+    if _column.startswith("robust_") and eps_token(
+        _norm, HEADLINE["eps"][_norm]
+    ) not in ATTACK_GRID.get(_norm, []):
+        raise ValueError(
+            f"config: headline.eps.{_norm} {HEADLINE['eps'][_norm]} is not in attack_grid.{_norm} "
+            f"({', '.join(eps_arg(t) for t in ATTACK_GRID.get(_norm, [])) or 'empty'}); add it there, "
+            f"or drop {_column} from headline.columns"
+        )
+
+
+def headline_options():
+    """`medgrid table` flags: the headline epsilons, the columns and the PGD steps the headers name."""
+    eps = {
+        f"{norm}_eps": eps_arg(eps_token(norm, value))
+        for norm, value in HEADLINE["eps"].items()
+    }
+    return _flags(
+        {
+            **eps,
+            "columns": ",".join(HEADLINE["columns"]),
+            "pgd_steps": config["evaluate"]["attack_steps"],
+        }
+    )

@@ -30,6 +30,52 @@ rule aggregate:
 FINAL_TARGETS.extend(rules.aggregate.output)
 
 
+# The headline table (docs/results.md): per task, size and arch, one row per training setting with
+# clean, robust (at the headline epsilons), MedMNIST-C, BE / rBE and D_rand / D_det / D_R accuracy,
+# mean and 95% interval over seeds; as HTML (the report's first category), tidy CSV and LaTeX.
+rule table:
+    input:
+        summary=rules.aggregate.output.summary,
+    output:
+        html=report(
+            "results/tables/headline.html",
+            caption="../report/headline.rst",
+            category="At a glance",
+            labels={"table": "headline: one row per training setting"},
+        ),
+        csv=report(
+            "results/tables/headline.csv",
+            caption="../report/headline_files.rst",
+            category="Tables",
+            labels={"table": "headline (tidy CSV)"},
+        ),
+        tex=report(
+            "results/tables/headline.tex",
+            caption="../report/headline_files.rst",
+            category="Tables",
+            labels={"table": "headline (LaTeX, booktabs)"},
+        ),
+    log:
+        "logs/table.log",
+    benchmark:
+        "logs/table.benchmark.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_for("table")
+    resources:
+        mem_mb=resource("table", "mem_mb"),
+        runtime=resource("table", "runtime"),
+        gpu=resource("table", "gpu"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.html),
+        options=headline_options(),
+    shell:
+        "medgrid table --summary {input.summary} --out-dir {params.out_dir} {params.options} > {log} 2>&1"
+
+
+FINAL_TARGETS.extend(rules.table.output)
+
+
 # The five charts of the summary, each as interactive HTML (Vega inlined, works offline), PNG and
 # SVG, plus the seed-aggregated table as HTML. A chart whose rows do not exist yet (MedMNIST-C,
 # D_rand/D_det/D_R) is written as a "no rows yet" placeholder, so these outputs never change and
