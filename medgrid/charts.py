@@ -11,10 +11,11 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from medgrid import results
 from medgrid.aggregate import by_seed
 from medgrid.labels import (CHANCE_COLOR, DATA_LABEL, DATA_ORDER, DIVERGING, NORM_NAME, NORM_ORDER, OKABE_ITO,
-                            METRIC_NAME, SHIFT_COLOR, STANDARD_COLOR, attack_label, chance_level, eps_axis, ramp,
-                            setting_label)
+                            METRIC_NAME, SHIFT_COLOR, STANDARD_COLOR, chance_level, eps_axis, ramp,
+                            robust_label, setting_label)
 from medgrid.names import CHART_METRICS, CORRUPTION_MEAN, NO_CORRUPTION
 
 CHARTS = ("tradeoff", "robust_vs_eps", "by_train_eps", "nonrobust_features", "corruption_heatmap")
@@ -24,7 +25,7 @@ METRICS = {m: METRIC_NAME[m] for m in CHART_METRICS}
 NEEDS = {
     "tradeoff": "clean rows and MedMNIST-C rows (eval_kind=corruption, corruption=mean, severity=0) "
                 "of models trained on the original data",
-    "robust_vs_eps": "PGD rows (eval_kind=pgd) of models trained on the original data",
+    "robust_vs_eps": "PGD or worst-case rows (eval_kind=pgd, worst) of models trained on the original data",
     "by_train_eps": "clean rows of standard and adversarially trained models (train_norm linf or l2)",
     "nonrobust_features": "clean rows of models trained on D_rand, D_det or D_R (train_data drand, ddet, drobust)",
     "corruption_heatmap": "per-corruption MedMNIST-C rows (eval_kind=corruption, severity >= 1) of a standard "
@@ -32,8 +33,8 @@ NEEDS = {
 }
 TITLES = {
     "tradeoff": "Clean vs corrupted accuracy trade-off",
-    "robust_vs_eps": "Robust accuracy under PGD vs attack ε",
-    "by_train_eps": "Clean, PGD and MedMNIST-C accuracy vs training ε",
+    "robust_vs_eps": "Robust accuracy vs attack ε",
+    "by_train_eps": "Clean, robust and MedMNIST-C accuracy vs training ε",
     "nonrobust_features": "Non-robust features: models trained on D_rand / D_det / D_R",
     "corruption_heatmap": "Robust minus standard accuracy per corruption and severity",
 }
@@ -194,50 +195,78 @@ def _eps_x(d: pd.DataFrame, column: str, norm: str, what: str):
     return d, alt.X("x:Q", title=title, axis=alt.Axis(values=values, format=".6~g"))
 
 
-def _line_panels(d, x, y, color, tips, detail, base, title: str):
-    """Lines in x order, 95% seed-interval rules, points with tooltips and the chance line; one row per panel."""
-    line = alt.Chart().mark_line(strokeWidth=2).encode(
+def _line_panels(d, x, y, color, tips, detail, base, title: str, dashed: pd.DataFrame | None = None):
+    """Lines in x order, 95% seed-interval rules, points with tooltips and the chance line; one row per panel.
+    ``dashed``: rows drawn as thin dashed lines behind (PGD beside the worst case)."""
+    main = alt.Chart().transform_filter("datum.layer != 'dashed'")
+    line = main.mark_line(strokeWidth=2).encode(
         x=x, y=y, color=color, detail=detail, order="x:Q", **_arch_encodings(base))
-    bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
-    points = alt.Chart().mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
-    layer = alt.layer(line, bars, points, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
+    bars = main.mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
+    points = main.mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
+    layers = [line, bars, points]
+    if dashed is not None and not dashed.empty:
+        d = pd.concat([d.assign(layer="main"), dashed.assign(layer="dashed")], ignore_index=True)
+        layers.insert(0, alt.Chart().transform_filter("datum.layer == 'dashed'").mark_line(
+            strokeWidth=1.2, strokeDash=[4, 3], opacity=0.7).encode(x=x, y=y, color=color, detail=detail,
+                                                                  order="x:Q", tooltip=tips))
+    layer = alt.layer(*layers, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
     return layer.facet(row=alt.Row("panel:N", header=_header())).properties(title=alt.Title(title, fontSize=13))
 
 
+ROBUST_KEY = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "eval_norm", "eval_eps",
+              "metric"]
+
+
+def robust_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """Robust-accuracy rows of the seed view: the worst case where a cell has it at that epsilon, else PGD
+    (:func:`medgrid.results.prefer_worst`), each labelled with its attack (column ``attack``)."""
+    r = results.prefer_worst(rows, ROBUST_KEY)
+    return r.assign(attack=[robust_label(k, n, e) for k, n, e in zip(r.eval_kind, r.eval_norm, r.eval_eps)])
+
+
 def robust_vs_eps(s: pd.DataFrame, metric: str):
-    """(b) accuracy under PGD vs attack epsilon, one line per training setting; rows task, columns norm."""
+    """(b) robust accuracy (worst case over the white-box attacks where evaluated, PGD elsewhere; PGD dashed
+    beside it) vs attack epsilon, one line per training setting; rows task, columns norm."""
     if s.empty:
         return None
     name = METRICS[metric]
     base = s[s.train_data == "original"]
-    pgd = base[base.eval_kind == "pgd"]
-    if pgd.empty:
+    attacked = base[base.eval_kind.isin(["pgd", "worst"])]
+    if attacked.empty:
         return None
     clean = base[base.eval_kind == "clean"]
     cell = ["task", "size", "arch", "train_norm", "train_eps"]
     domain, colors = setting_scale(base)
     color = alt.Color("setting:N", title="training", scale=alt.Scale(domain=domain, range=colors))
     columns = []
-    for norm in sorted(pgd.eval_norm.unique(), key=lambda n: NORM_ORDER.get(n, 9)):
-        p = pgd[pgd.eval_norm == norm]
-        c = clean.merge(p[cell].drop_duplicates(), on=cell).assign(eval_norm=norm, eval_eps=0.0)
-        d, x = _eps_x(pd.concat([c, p], ignore_index=True), "eval_eps", norm, "attack")
-        d["attack"] = ["clean (ε = 0)" if e == 0 else attack_label(norm, e) for e in d.eval_eps]
+    for norm in sorted(attacked.eval_norm.unique(), key=lambda n: NORM_ORDER.get(n, 9)):
+        a = attacked[attacked.eval_norm == norm]
+        r = robust_view(a)
+        c = clean.merge(a[cell].drop_duplicates(), on=cell).assign(eval_norm=norm, eval_eps=0.0,
+                                                                    attack="clean (ε = 0)")
+        d, x = _eps_x(pd.concat([c, r], ignore_index=True), "eval_eps", norm, "attack")
+        dashed = None
+        if (r.eval_kind == "worst").any():  # PGD beside the worst case, from the same clean point
+            p = a[a.eval_kind == "pgd"]
+            dashed = _eps_x(pd.concat([c, p.assign(attack=[robust_label("pgd", norm, e) for e in p.eval_eps])],
+                                      ignore_index=True), "eval_eps", norm, "attack")[0]
         y = alt.Y("mean:Q", title=f"{name} under attack", scale=alt.Scale(domain=[0, 1]),
                   axis=alt.Axis(format=".0%"))
         tips = _tooltip(alt_tooltip("attack", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
                         *_interval_tips(name), alt_tooltip("n", "test images (all seeds)", kind="Q"))
         columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "setting:N"], base,
-                                    f"{NORM_NAME[norm]} attacks"))
+                                    f"{NORM_NAME[norm]} attacks", dashed=dashed))
     return alt.hconcat(*columns).properties(title=alt.Title(
         TITLES["robust_vs_eps"],
-        subtitle=[f"{name} on the test set under PGD (ε = 0: clean); one line per training setting, "
-                  "models trained on the original data.",
-                  "Dashed: chance (1 / number of classes). Bars: 95% t-interval over seeds (none with one seed)."]))
+        subtitle=[f"{name} on the test set under attack (ε = 0: clean): the worst case over PGD, APGD-CE and "
+                  "APGD-T where evaluated (solid), PGD alone elsewhere and dashed beside it;",
+                  "one line per training setting, models trained on the original data. Grey dashed: chance "
+                  "(1 / number of classes). Bars: 95% t-interval over seeds (none with one seed)."]))
 
 
 def by_train_eps(s: pd.DataFrame, metric: str):
-    """(c) clean, PGD (same norm as training) and MedMNIST-C accuracy vs training epsilon."""
+    """(c) clean, robust (same norm as training; worst case where evaluated, else PGD) and MedMNIST-C accuracy
+    vs training epsilon."""
     if s.empty:
         return None
     name = METRICS[metric]
@@ -250,17 +279,18 @@ def by_train_eps(s: pd.DataFrame, metric: str):
     for norm in robust_norms:
         cells = base[base.train_norm.isin(["none", norm])]
         parts = [cells[cells.eval_kind == "clean"].assign(series="clean", series_order=0.0)]
-        pgd = cells[(cells.eval_kind == "pgd") & (cells.eval_norm == norm)]
-        if not pgd.empty:
-            parts.append(pgd.assign(series=[attack_label(norm, e) for e in pgd.eval_eps],
-                                    series_order=1.0 + pgd.eval_eps))
+        robust = robust_view(cells[cells.eval_kind.isin(["pgd", "worst"]) & (cells.eval_norm == norm)])
+        if not robust.empty:
+            # one series per attack epsilon, named by the attack most of its cells have
+            named = robust.groupby("eval_eps").attack.agg(lambda a: a.mode().iloc[0])
+            parts.append(robust.assign(series=robust.eval_eps.map(named), series_order=1.0 + robust.eval_eps))
         shift = cells[(cells.eval_kind == "corruption") & (cells.corruption == "mean") & (cells.severity == 0)]
         if not shift.empty:
             parts.append(shift.assign(series="MedMNIST-C (mean)", series_order=1e6))
         d = pd.concat(parts, ignore_index=True)
         d, x = _eps_x(d, "train_eps", norm, "training")
         series = d[["series", "series_order"]].drop_duplicates().sort_values("series_order")
-        attacks = [x for x in series.series if x.startswith("PGD")]
+        attacks = [x for x in series.series if x not in ("clean", "MedMNIST-C (mean)")]
         domain = ["clean"] + attacks + (["MedMNIST-C (mean)"] if not shift.empty else [])
         colors = [STANDARD_COLOR] + ramp("linf", len(attacks)) + ([SHIFT_COLOR] if not shift.empty else [])
         color = alt.Color("series:N", title=f"evaluation ({NORM_NAME[norm]} training)",
@@ -273,7 +303,8 @@ def by_train_eps(s: pd.DataFrame, metric: str):
     return alt.hconcat(*columns).resolve_scale(color="independent").properties(title=alt.Title(
         TITLES["by_train_eps"],
         subtitle=[f"{name} of models trained at each ε (0: standard training) on clean test images, "
-                  "under PGD of the training norm, and on MedMNIST-C.",
+                  "under attack in the training norm (worst case over PGD, APGD-CE, APGD-T where evaluated, "
+                  "else PGD), and on MedMNIST-C.",
                   "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed)."]))
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from medgrid import results
 from medgrid.aggregate import by_seed
 from medgrid.epsilon import eps_text
 from medgrid.errors import UserError
@@ -99,7 +100,7 @@ def _select(s: pd.DataFrame, column: str, eps: dict[str, float]) -> pd.DataFrame
         raise UserError(f"no {NORM_NAME[norm]} attack rows at ε = {eps_text(norm, eps[norm])} in the results "
                         f"(they have {have}); choose one of those with --{norm}-eps")
     # the worst case over PGD and both APGD runs where the cell has it, PGD otherwise
-    return at.sort_values("eval_kind", key=lambda k: k != "worst", kind="stable").drop_duplicates(CELL)
+    return results.prefer_worst(at, CELL)
 
 
 def _on_source_row(models: pd.DataFrame, made: pd.DataFrame) -> pd.DataFrame:

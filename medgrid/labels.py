@@ -33,7 +33,14 @@ def setting_label(norm: str, eps: float) -> str:
 
 
 def attack_label(norm: str, eps: float) -> str:
-    return f"PGD {NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
+    """'PGD L∞ 2/255'."""
+    return robust_label("pgd", norm, eps)
+
+
+def robust_label(kind: str, norm: str, eps: float) -> str:
+    """'worst case L∞ 2/255' for the worst case over the white-box attacks, 'PGD L∞ 2/255', 'APGD-CE L∞ 2/255'..."""
+    name = "worst case" if kind == "worst" else ATTACK_NAME.get(kind, kind)
+    return f"{name} {NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
 
 
 def eps_axis(norm: str, what: str) -> tuple[float, str]:

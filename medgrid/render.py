@@ -23,11 +23,15 @@ import vl_convert as vlc
 from medgrid import charts, results
 from medgrid.aggregate import by_seed
 from medgrid.atomic import atomic_output
+from medgrid.audit import write_audit_html
 from medgrid.errors import UserError
-from medgrid.labels import DATA_LABEL, NORM_ORDER, attack_label, setting_label
+from medgrid.epsilon import eps_text
+from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, robust_label, setting_label
+from medgrid.names import EVAL_KINDS
 
 FORMATS = ("html", "png", "svg")
 TABLE = "table.html"
+AUDIT = "audit.html"
 PNG_SCALE = 2  # PNG pixels per CSS pixel: sharp on slides and high-dpi screens
 
 
@@ -106,8 +110,12 @@ def save(chart, out_dir: Path, name: str) -> list[Path]:
 def _evaluation(row) -> str:
     if row.eval_kind == "clean":
         return "clean"
-    if row.eval_kind == "pgd":
-        return attack_label(row.eval_norm, row.eval_eps)
+    if row.eval_kind in ("pgd", "apgd-ce", "apgd-t", "worst", "square", "transfer"):
+        return robust_label(row.eval_kind, row.eval_norm, row.eval_eps)
+    if row.eval_kind == "sanity":
+        if row.eval_norm == "none":
+            return "check"
+        return f"check {NORM_NAME[row.eval_norm]} {eps_text(row.eval_norm, row.eval_eps)}"
     if row.eval_kind == "corruption":
         if row.corruption == "mean":
             return "MedMNIST-C mean"
@@ -124,7 +132,7 @@ def write_table_html(df: pd.DataFrame, path: Path, source: str = "the tidy table
             training=[setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)],
             data=s.train_data.map(DATA_LABEL),
             evaluation=[_evaluation(r) for r in s.itertuples()],
-            _o1=s.train_norm.map(NORM_ORDER), _o2=s.eval_kind.map({"clean": 0, "pgd": 1, "corruption": 2}),
+            _o1=s.train_norm.map(NORM_ORDER), _o2=s.eval_kind.map({k: i for i, k in enumerate(EVAL_KINDS)}),
         ).sort_values(["task", "size", "arch", "train_data", "_o1", "train_eps", "_o2", "eval_norm", "eval_eps",
                        "corruption", "severity", "metric"])
         s = s[["task", "size", "arch", "training", "data", "evaluation", "metric", "mean", "std", "ci95_t_low",
@@ -179,5 +187,6 @@ def make_charts(summary, out_dir, *, metric: str = "balanced_acc") -> dict[str, 
         print(f"{name}: {'written' if status[name] == 'chart' else 'placeholder (no rows yet)'} -> "
               f"{out_dir}/{name}.{{{','.join(FORMATS)}}}")
     write_table_html(df, out_dir / TABLE, source=str(summary))
-    print(f"table: {out_dir / TABLE}")
+    write_audit_html(df, out_dir / AUDIT, source=str(summary))
+    print(f"table: {out_dir / TABLE}; evaluation audit: {out_dir / AUDIT}")
     return status

@@ -93,6 +93,14 @@ def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def prefer_worst(rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Of the ``worst`` and ``pgd`` rows, per ``key`` (the measurement without ``eval_kind``): the worst case
+    over the white-box attacks where there is one, else PGD's. What the charts and tables report as robust
+    accuracy, naming the attack by the row's ``eval_kind``."""
+    rows = rows[rows.eval_kind.isin(["worst", "pgd"])]
+    return rows.sort_values("eval_kind", key=lambda k: k != "worst", kind="stable").drop_duplicates(key)
+
+
 def from_rows(rows: Iterable[Mapping], source: str = "table") -> pd.DataFrame:
     return validate(pd.DataFrame(list(rows), columns=COLUMNS), source)
 

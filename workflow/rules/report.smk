@@ -130,6 +130,12 @@ rule charts:
             category="Tables",
             labels={"table": "seed-aggregated (mean, 95% interval)"},
         ),
+        audit=report(
+            "results/charts/audit.html",
+            caption="../report/audit.rst",
+            category="Tables",
+            labels={"table": "evaluation audit (gradient-masking checks)"},
+        ),
     log:
         "logs/charts.log",
     benchmark:
