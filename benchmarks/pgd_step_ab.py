@@ -13,7 +13,10 @@ norm, the median over rounds of each library's medians and the ratio new/old (> 
 with the range of the per-round ratios, and the ratio of the fastest calls (min over all rounds: on
 a shared, oversubscribed machine a 2-thread call that gets descheduled takes milliseconds, and the
 minimum shows what each build does when it is not). CPU only; float32 by default; --threads torch
-threads.
+threads. --clock cpu times each call by the process's CPU time (time.process_time_ns, all threads)
+instead of the wall clock: time spent descheduled does not count, so on a loaded machine it compares
+the work of the two builds (with 2 threads it also counts OpenMP's spin-waiting for a descheduled
+partner; with --threads 1 it is the kernel's own work plus its cache misses).
 Prints a table and writes JSON (--json, default benchmarks/out/pgd_step_ab.json).
 """
 
@@ -28,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +55,13 @@ def child(args) -> int:
     device = torch.device("cpu")
     flush_bytes = max(4 * bench.llc_bytes(), 64 * 1024 ** 2)
     timer = bench.Timer(device, flush_bytes)
+    if args.clock == "cpu":
+        def cpu_time_once(fn):
+            t0 = time.process_time_ns()
+            fn()
+            return (time.process_time_ns() - t0) * 1e-9
+
+        timer.time_once = cpu_time_once
     rows = []
     for shape in bench.SHAPES:
         for norm in args.norms.split(","):
@@ -82,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     p.add_argument("--norms", default="linf,l2")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: time.perf_counter; cpu: process CPU time (see above)")
     p.add_argument("--json", default=str(HERE / "out" / "pgd_step_ab.json"))
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: time this library, write --json
     args = p.parse_args(argv)
@@ -104,7 +117,7 @@ def main(argv=None) -> int:
                 out = Path(tmp) / f"{label}-{r}.json"
                 cmd = [sys.executable, __file__, "--child", str(libs[label]), "--json", str(out),
                        "--runs", str(args.runs), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                       "--dtype", args.dtype, "--norms", args.norms]
+                       "--dtype", args.dtype, "--norms", args.norms, "--clock", args.clock]
                 subprocess.run(cmd, check=True, env=env)
                 results[label].append(json.loads(out.read_text()))
                 print(f"round {r + 1}/{args.rounds}: {label} done", file=sys.stderr)
@@ -115,7 +128,8 @@ def main(argv=None) -> int:
 
     first = results["old"][0]
     print(f"pgd_step A/B: old={libs['old']} new={libs['new']}; CPU ({platform.processor() or platform.machine()}), "
-          f"dtype={args.dtype}, torch threads={first['threads']}, torch {first['torch']}; {args.rounds} rounds of one "
+          f"dtype={args.dtype}, torch threads={first['threads']}, torch {first['torch']}, clock={args.clock}; "
+          f"{args.rounds} rounds of one "
           f"subprocess per library in alternating order; per round the median of {args.runs} calls after "
           f"{args.warmup} warm-up (cold: caches flushed with {first['flush_bytes'] / 2**20:.0f} MB before each); "
           "table: median over rounds, ratio new/old (> 1: new slower) and its per-round range")
@@ -150,7 +164,7 @@ def main(argv=None) -> int:
         print(f"{'x'.join(map(str, shape)):>16} {norm:>4} " + " ".join(cells))
 
     meta = {"old": str(libs["old"]), "new": str(libs["new"]), "old_sha256": sha256(libs["old"]),
-            "new_sha256": sha256(libs["new"]), "dtype": args.dtype, "threads": first["threads"],
+            "new_sha256": sha256(libs["new"]), "dtype": args.dtype, "threads": first["threads"], "clock": args.clock,
             "rounds": args.rounds, "runs": args.runs, "warmup": args.warmup, "torch": first["torch"],
             "flush_bytes": first["flush_bytes"], "order": "alternating (old, new), (new, old), ...",
             "statistic": "median over rounds of per-round medians (seconds per call); *_min_s: fastest call",
