@@ -32,7 +32,7 @@ namespace medgrid {
 // acc_t precision: G is finite (no square overflowed, no NaN/inf entry) and at least
 // m * min/epsilon (2^-103 per element in float32, 2^-970 in float64). Each acc_t operation whose
 // result underflows errs by at most half the smallest subnormal (2^-150 in float32), so the
-// underflow error of G stays below 2^-45 of G (2^-74 in float64). Otherwise (a zero gradient, one
+// underflow error of G stays below 2^-45 of G (2^-103 in float64). Otherwise (a zero gradient, one
 // so small that its squares underflow, or a non-finite G) the kernels take the exact scheme.
 // G may be held in a wider type sum_t (the CPU kernel adds its acc_t partial sums in double).
 template <typename acc_t, typename sum_t>

@@ -15,11 +15,13 @@ NaN gradient entry takes no step), ``||d|| = 0`` giving the factor 1 and ``eps =
 The L2 direction has full length ``alpha`` for every nonzero gradient, however small or large:
 ``grad / ||grad||_2`` is computed as ``u / ||u||_2`` with ``u = grad / max|grad|`` per sample
 (its largest entry is 1, so ``1 <= ||u||_2^2 <= numel`` and the squares can neither underflow nor
-overflow). A zero gradient takes no step (``u = 0``, divided by 1); a NaN or infinite gradient
-entry makes the whole sample NaN. An earlier ``grad / (||grad||_2 + 1e-12)`` shrank the step of
-exactly the most brittle models (float32 input gradients of a confident model have norms near
-1e-12 or below; their squares underflow from about 1e-19) and took no step at all when the
-squares overflowed.
+overflow). This equals ``grad / max(||grad||_2, tiny)`` (``tiny`` the dtype's smallest normal)
+wherever ``||grad||_2 >= tiny`` and stays exact below it. A zero gradient takes no step (``u = 0``,
+divided by 1); a NaN or infinite gradient entry makes the whole sample NaN. An earlier
+``grad / (||grad||_2 + 1e-12)`` shrank the step of exactly the most brittle models (float32 input
+gradients of a confident model can have norms near 1e-12 or below; their squares underflow from
+about 1e-19) and took no step at all when the squares overflowed.
+
 The result is a new contiguous tensor of ``x_adv``'s shape and dtype; inputs may be
 non-contiguous or channels_last. The op has no autograd formula: call it on detached tensors
 (as an attack does, under ``torch.no_grad()``).
