@@ -2,10 +2,14 @@
 //
 // The op computes one projected-gradient step (step + projection + clamp to [0, 1]):
 //   linf: clamp(x + clamp(x_adv + s*alpha*sign(grad) - x, -eps, eps), 0, 1)
-//   l2:   g = grad / (||grad||_2 + 1e-12);  d = x_adv + s*alpha*g - x;
+//   l2:   g = grad / ||grad||_2;            d = x_adv + s*alpha*g - x;
 //         d *= min(1, eps / ||d||_2);       clamp(x + d, 0, 1)
 // with s = -1 when targeted, norms per sample (over every dim but the first),
 // sign(v) = (v > 0) - (v < 0), and float32 arithmetic for float16/bfloat16 inputs.
+// The L2 direction has full length for every nonzero gradient: where the squares of grad may
+// underflow or overflow (see l2_sums_trusted) it is computed exactly as u / ||u||_2 with
+// u = grad / max|grad| (largest entry 1, so 1 <= ||u||^2 <= numel); a zero gradient takes no
+// step (u = 0, divided by 1) and a NaN or infinite gradient entry makes the sample NaN.
 // medgrid/ops.py holds the PyTorch reference both kernels are tested against.
 #pragma once
 
@@ -15,15 +19,28 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/ScalarType.h>
+#include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
+#include <limits>
 #include <string>
 
 namespace medgrid {
 
-// The constant added to ||grad||_2 before dividing (same value as the reference).
-constexpr double kGradNormTiny = 1e-12;
+// True when G = sum grad^2 over m elements, summed in acc_t, gives ||grad||_2 = sqrt(G) to
+// acc_t precision: G is finite (no square overflowed, no NaN/inf entry) and at least
+// m * min/epsilon (2^-103 per element in float32, 2^-970 in float64). Each acc_t operation whose
+// result underflows errs by at most half the smallest subnormal (2^-150 in float32), so the
+// underflow error of G stays below 2^-45 of G (2^-103 in float64). Otherwise (a zero gradient, one
+// so small that its squares underflow, or a non-finite G) the kernels take the exact scheme.
+// G may be held in a wider type sum_t (the CPU kernel adds its acc_t partial sums in double).
+template <typename acc_t, typename sum_t>
+C10_HOST_DEVICE inline bool l2_sums_trusted(sum_t G, int64_t m) {
+  constexpr sum_t kMinPerElement = static_cast<sum_t>(std::numeric_limits<acc_t>::min() /
+                                                      std::numeric_limits<acc_t>::epsilon());
+  return G <= std::numeric_limits<sum_t>::max() && G >= kMinPerElement * static_cast<sum_t>(m);
+}
 
 enum class Norm { Linf, L2 };
 

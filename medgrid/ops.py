@@ -4,13 +4,24 @@ pure-PyTorch reference otherwise.
 One call returns the next PGD iterate (step + projection + clamp to the image box [0, 1]):
 
 - ``linf``: ``clamp(x + clamp(x_adv + s*alpha*sign(grad) - x, -eps, eps), 0, 1)``
-- ``l2``:   ``g = grad / (||grad||_2 + 1e-12)``; ``d = x_adv + s*alpha*g - x``;
+- ``l2``:   ``g = grad / ||grad||_2``; ``d = x_adv + s*alpha*g - x``;
   ``d *= min(1, eps / ||d||_2)``; ``clamp(x + d, 0, 1)``
 
 with ``s = -1`` for a targeted attack (descend towards the target class) and ``+1`` otherwise,
 norms per sample (over every dim but the first), ``sign(v) = (v > 0) - (v < 0)`` (so a zero or
 NaN gradient entry takes no step), ``||d|| = 0`` giving the factor 1 and ``eps = 0`` giving
 ``d = 0``. float16/bfloat16 inputs are computed in float32 and rounded once at the end.
+
+The L2 direction has full length ``alpha`` for every nonzero gradient, however small or large:
+``grad / ||grad||_2`` is computed as ``u / ||u||_2`` with ``u = grad / max|grad|`` per sample
+(its largest entry is 1, so ``1 <= ||u||_2^2 <= numel`` and the squares can neither underflow nor
+overflow). This equals ``grad / max(||grad||_2, tiny)`` (``tiny`` the dtype's smallest normal)
+wherever ``||grad||_2 >= tiny`` and stays exact below it. A zero gradient takes no step (``u = 0``,
+divided by 1); a NaN or infinite gradient entry makes the whole sample NaN. An earlier
+``grad / (||grad||_2 + 1e-12)`` shrank the step of exactly the most brittle models (float32 input
+gradients of a confident model can have norms near 1e-12 or below; their squares underflow from
+about 1e-19) and took no step at all when the squares overflowed.
+
 The result is a new contiguous tensor of ``x_adv``'s shape and dtype; inputs may be
 non-contiguous or channels_last. The op has no autograd formula: call it on detached tensors
 (as an attack does, under ``torch.no_grad()``).
@@ -33,8 +44,6 @@ from torch import Tensor
 from medgrid.names import ATTACK_NORMS
 
 __all__ = ["pgd_step", "pgd_step_reference", "fused_available", "build_info"]
-
-GRAD_NORM_TINY = 1e-12  # added to ||grad||_2 before dividing, as in csrc/pgd_step.h
 
 try:  # loading the library registers torch.ops.medgrid.pgd_step and its kernels
     from medgrid import _C  # type: ignore[attr-defined]
@@ -132,8 +141,14 @@ def pgd_step_reference(x_adv: Tensor, grad: Tensor, x: Tensor, *, norm: str, eps
         batch = xa.shape[0]
         per_sample = math.prod(xa.shape[1:])
         view = (batch,) + (1,) * (xa.dim() - 1)
-        gn = torch.linalg.vector_norm(g.reshape(batch, per_sample), dim=1).view(view)
-        d = xa + (g / (gn + GRAD_NORM_TINY)) * step - x0
+        flat = g.reshape(batch, per_sample)
+        # g / ||g|| as u / ||u||, u = g / max|g|: no square underflows or overflows; a zero
+        # gradient divides by 1 (no step), a NaN or inf entry gives NaN for the whole sample
+        gmax = flat.abs().amax(dim=1) if per_sample else flat.new_zeros(batch)
+        u = flat / torch.where(gmax == 0, 1.0, gmax).unsqueeze(1)
+        un = torch.linalg.vector_norm(u, dim=1)
+        unit = (u / torch.where(un == 0, 1.0, un).unsqueeze(1)).view(xa.shape)
+        d = xa + unit * step - x0
         dn = torch.linalg.vector_norm(d.reshape(batch, per_sample), dim=1).view(view)
         # min(1, eps/||d||); ||d|| = 0 -> 1 (d is zero), eps = 0 -> 0; never 0/0
         factor = torch.where(dn > eps, eps / torch.where(dn > eps, dn, 1.0), 1.0)

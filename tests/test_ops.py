@@ -123,7 +123,7 @@ def test_reference_zero_gradient_and_eps_zero_no_nan():
     x_adv, grad, x = make_inputs((3, 1, 8, 8))
     zero = torch.zeros_like(grad)
     for norm in ("linf", "l2"):
-        # from x itself, a zero gradient takes no step (L2: 0/(0 + 1e-12) = 0, no NaN)
+        # from x itself, a zero gradient takes no step (L2: u = 0 divided by 1, no NaN)
         assert torch.equal(ops.pgd_step_reference(x, zero, x, norm=norm, eps=EPS, alpha=ALPHA), x)
         # eps = 0 projects onto x itself, also when ||d|| = 0
         for g in (grad, zero):
@@ -465,3 +465,163 @@ def test_cuda_errors_opcheck_compile():
     compiled = torch.compile(lambda a, g, b: ops.pgd_step(a, g, b, norm="l2", eps=0.5, alpha=0.1), fullgraph=True)
     torch.testing.assert_close(compiled(x_adv, grad, x), fused(x_adv, grad, x, norm="l2", eps=0.5, alpha=0.1),
                                atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- L2 steps of full length, however small the gradient
+
+# The kernels sum grad^2 in the compute type and trust sqrt(sum) as ||grad|| only when the sum is
+# finite and >= numel * min/eps of that type (csrc/pgd_step.h, l2_sums_trusted); otherwise they
+# take the exact scheme u = grad / max|grad|. The scales below are chosen on either side of that
+# threshold (checked by assert_path), so each path is forced: float32 squares of 1e-14 are normal
+# (fast path, where the old ||grad|| + 1e-12 shrank the step to 22% of alpha), those of 1e-30
+# underflow to 0 and those of 1e30 overflow (exact path; the old step was 0 for both).
+TINY_SCALES = {torch.float32: {"fast": [1e-14, 2.0 ** -40], "exact": [1e-30, 2.0 ** -100, 1e30]},
+               torch.float64: {"fast": [1e-14, 1e-30, 1e-100], "exact": [1e-170, 2.0 ** -600, 1e-310, 1e160]}}
+
+
+def assert_path(grad, path):
+    """grad's samples take `path` in the kernels (the threshold of l2_sums_trusted)."""
+    info = torch.finfo(grad.dtype)
+    sums = grad.double().flatten(1).pow(2).sum(dim=1)
+    trusted = torch.isfinite(sums) & (sums >= grad[0].numel() * info.tiny / info.eps)
+    if info.bits == 32:  # a float32 square that overflows is caught too
+        trusted &= grad.flatten(1).abs().amax(dim=1).double() ** 2 <= info.max
+    assert bool(trusted.all()) == (path == "fast") and bool(trusted.any()) == (path == "fast"), path
+
+
+def unprojected_inputs(shape, scale, dtype, seed=41):
+    """x and x_adv in [0.3, 0.7] (a step of alpha = 0.05 reaches neither 0 nor 1), grad = scale * N(0, 1)
+    with exact zeros; float64 scaling, rounded once to `dtype`."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=gen, dtype=torch.float64) * 0.3 + 0.35
+    x_adv = x + (torch.rand(shape, generator=gen, dtype=torch.float64) - 0.5) * 0.04
+    grad = torch.randn(shape, generator=gen, dtype=torch.float64)
+    grad[torch.rand(shape, generator=gen) < 0.1] = 0.0
+    return x_adv.to(dtype), (grad * scale).to(dtype), x.to(dtype)
+
+
+def assert_full_length_step(out, x_adv, grad, alpha, targeted):
+    """out - x_adv = s * alpha * grad / ||grad|| per sample: length alpha within 1e-5 relative, and
+    the direction of grad (the unit direction computed in float64 after scaling grad up exactly)."""
+    step = (out.double() - x_adv.double()).flatten(1)
+    lengths = step.norm(dim=1)
+    torch.testing.assert_close(lengths, torch.full_like(lengths, alpha), rtol=1e-5, atol=0)
+    g = grad.double().flatten(1)
+    g = g / g.abs().amax(dim=1, keepdim=True)
+    unit = g / g.norm(dim=1, keepdim=True)
+    sign = -1.0 if targeted else 1.0
+    torch.testing.assert_close(step, sign * alpha * unit, rtol=0, atol=4 * torch.finfo(out.dtype).eps)
+
+
+L2_SCALE_CASES = [(dtype, path, scale) for dtype, paths in TINY_SCALES.items()
+                  for path, scales in paths.items() for scale in scales]
+
+
+def case_id(value):
+    return f"{value:.3g}" if isinstance(value, float) else str(value).replace("torch.", "")
+
+
+@pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("dtype,path,scale", L2_SCALE_CASES, ids=case_id)
+def test_l2_step_full_length_for_tiny_and_huge_gradients(dtype, path, scale, impl, targeted):
+    if impl == "fused" and ops._C is None:
+        pytest.skip(f"extension medgrid._C not built: {ops._IMPORT_ERROR}")
+    fn = ops.pgd_step_reference if impl == "reference" else fused
+    x_adv, grad, x = unprojected_inputs((3, 3, 28, 28), scale, dtype)
+    assert_path(grad, path)
+    alpha = 0.05
+    out = fn(x_adv, grad, x, norm="l2", eps=10.0, alpha=alpha, targeted=targeted)
+    assert_full_length_step(out, x_adv, grad, alpha, targeted)
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_l2_exact_path_matches_fast_path(dtype, targeted):
+    """The same gradient scaled by a power of two (exact in floating point) on the exact path gives
+    the fast path's result (projection, box clamps, zero rows and cancelling steps included)."""
+    scale = 2.0 ** -100 if dtype == torch.float32 else 2.0 ** -600
+    x_adv, grad, x = make_inputs((4, 3, 28, 28), dtype=dtype, seed=43, zero_grad_rows=(2,))
+    rows = [0, 1, 3]
+    assert_path(grad[rows], "fast")
+    assert_path(grad[rows] * scale, "exact")
+    for eps, alpha in ((EPS, ALPHA), (EPS, 4 * EPS), (0.5, 0.25), (0.0, ALPHA)):
+        kw = dict(norm="l2", eps=eps, alpha=alpha, targeted=targeted)
+        fast = check_against_reference(x_adv, grad, x, **kw)
+        exact = check_against_reference(x_adv, grad * scale, x, **kw)
+        assert_matches_reference(exact, fast, "l2")
+    # a step straight back towards x: the fast path's cancellation fallback vs the exact path
+    norms = grad.flatten(1).norm(dim=1)
+    unit = grad / torch.where(norms == 0, 1.0, norms).view(-1, 1, 1, 1)  # row 2: zero
+    back = (x - 0.999 * (-ALPHA if targeted else ALPHA) * unit).clamp(0, 1)
+    kw = dict(norm="l2", eps=EPS, alpha=ALPHA, targeted=targeted)
+    assert_matches_reference(check_against_reference(back, grad * scale, x, **kw),
+                             check_against_reference(back, grad, x, **kw), "l2")
+
+
+@NEEDS_EXT
+def test_l2_each_sample_takes_its_own_path():
+    """One batch with a normal, a tiny (fast path), an underflowing, a huge and a zero gradient, on
+    one and on two threads: every nonzero row steps alpha, the zero row only projects."""
+    x_adv, grad, x = unprojected_inputs((5, 3, 64, 64), 1.0, torch.float32, seed=47)
+    grad = grad * torch.tensor([1.0, 1e-14, 1e-30, 1e30, 0.0]).view(-1, 1, 1, 1)
+    assert_path(grad[:2], "fast")
+    assert_path(grad[2:], "exact")
+    alpha, before = 0.05, torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, max(2, before)):
+            torch.set_num_threads(threads)
+            results.append(fused(x_adv, grad, x, norm="l2", eps=10.0, alpha=alpha))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0], results[1])
+    out = results[0]
+    assert_full_length_step(out[:4], x_adv[:4], grad[:4], alpha, False)
+    assert torch.equal(out[4], x_adv[4])  # inside the ball, nothing to clamp: no step
+    assert_matches_reference(out, ops.pgd_step_reference(x_adv, grad, x, norm="l2", eps=10.0, alpha=alpha), "l2")
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("scale", [1.0, 1e-14, 1e-30], ids=lambda s: f"scale{s:g}")
+def test_l2_tiny_gradients_bfloat16(scale):
+    """bfloat16 has float32's exponent range: its tiny gradients are computed in float32 like float32's
+    (float16 cannot hold them: 1e-14 rounds to 0 there)."""
+    x_adv, grad, x = unprojected_inputs((2, 3, 28, 28), scale, torch.bfloat16, seed=53)
+    out = check_against_reference(x_adv, grad, x, norm="l2", eps=10.0, alpha=0.05)
+    ref32 = ops.pgd_step_reference(*(t.float() for t in (x_adv, grad, x)), norm="l2", eps=10.0, alpha=0.05)
+    assert_full_length_step(ref32, x_adv.float(), grad.float(), 0.05, False)
+    assert_matches_reference(out, ref32.to(torch.bfloat16), "l2")
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")], ids=str)
+def test_l2_nonfinite_gradient_entry_makes_its_sample_nan(impl, bad):
+    if impl == "fused" and ops._C is None:
+        pytest.skip(f"extension medgrid._C not built: {ops._IMPORT_ERROR}")
+    fn = ops.pgd_step_reference if impl == "reference" else fused
+    x_adv, grad, x = make_inputs((3, 3, 8, 8), seed=59)
+    grad[1, 2, 3, 4] = bad
+    out = fn(x_adv, grad, x, norm="l2", eps=EPS, alpha=ALPHA)
+    assert torch.isnan(out[1]).all()
+    assert not torch.isnan(out[[0, 2]]).any()
+    assert_matches_reference(out[[0, 2]], ops.pgd_step_reference(x_adv[[0, 2]], grad[[0, 2]], x[[0, 2]],
+                                                                 norm="l2", eps=EPS, alpha=ALPHA), "l2")
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
+@pytest.mark.parametrize("dtype,path,scale", L2_SCALE_CASES, ids=case_id)
+def test_cuda_l2_step_full_length_for_tiny_and_huge_gradients(dtype, path, scale, targeted):
+    x_adv, grad, x = (t.cuda() for t in unprojected_inputs((3, 3, 28, 28), scale, dtype))
+    assert_path(grad.cpu(), path)
+    out = check_against_reference(x_adv, grad, x, norm="l2", eps=10.0, alpha=0.05, targeted=targeted)
+    assert_full_length_step(out.cpu(), x_adv.cpu(), grad.cpu(), 0.05, targeted)
+    # one-element loads (odd sample size) and a batch mixing both paths and a zero gradient
+    x_adv, grad, x = (t.cuda() for t in unprojected_inputs((4, 3, 17, 13), 1.0, dtype, seed=61))
+    grad = grad * torch.tensor([1.0, scale, 0.0, scale], dtype=dtype, device="cuda").view(-1, 1, 1, 1)
+    out = check_against_reference(x_adv, grad, x, norm="l2", eps=10.0, alpha=0.05, targeted=targeted)
+    rows = [0, 1, 3]
+    assert_full_length_step(out[rows].cpu(), x_adv[rows].cpu(), grad[rows].cpu(), 0.05, targeted)
+    assert torch.equal(out[2], x_adv[2])

@@ -11,6 +11,9 @@
 //         pass recomputes d (the sample is still in cache) and scales it. When d nearly cancels
 //         (see kMinKeptShare) ||d|| is summed from d directly instead. Sums run in float lanes
 //         (double for float64) over chunks with double totals, so long samples lose no accuracy.
+//         When G cannot be trusted (l2_sums_trusted in pgd_step.h: squares that underflow or
+//         overflow, a zero or non-finite gradient) the sample takes the exact scheme instead:
+//         u = grad / max|grad|, c = step / ||u||, ||d|| summed directly (four passes, rare).
 // The float32/float64 loops are built several times on x86-64 (target_clones): x86-64-v3
 // (AVX2 + FMA; GCC >= 12), AVX2, and the baseline (SSE2), one chosen when the library loads;
 // AVX2 runs the L-inf step about 2x faster than SSE2, and FMA takes about 10% off the L2 step.
@@ -234,6 +237,53 @@ MEDGRID_ALWAYS_INLINE L2Sums l2_sums(const scalar_t* __restrict__ xa,
 // fall back.
 constexpr double kMinKeptShare = 0.25;
 
+// max |grad| over a sample (for the exact scheme; a NaN entry may be skipped here, it makes
+// ||u|| NaN anyway).
+template <typename scalar_t>
+MEDGRID_ALWAYS_INLINE at::opmath_type<scalar_t> max_abs(const scalar_t* __restrict__ g,
+                                                       int64_t m) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t mx(0);
+#pragma omp simd reduction(max : mx)
+  for (int64_t i = 0; i < m; ++i) {
+    const acc_t v = std::abs(static_cast<acc_t>(g[i]));
+    mx = v > mx ? v : mx;
+  }
+  return mx;
+}
+
+// The unprojected d_i = x_adv_i + coef * g_i - x_i; with kDivide (the exact scheme) g_i is
+// first divided by div = max|grad| (a division, not a multiplication by 1/div: 1/div overflows
+// for a subnormal div).
+template <bool kDivide, typename scalar_t>
+MEDGRID_ALWAYS_INLINE at::opmath_type<scalar_t> l2_diff(const scalar_t* __restrict__ xa,
+                                                      const scalar_t* __restrict__ g,
+                                                      const scalar_t* __restrict__ x0, int64_t i,
+                                                      at::opmath_type<scalar_t> coef,
+                                                      at::opmath_type<scalar_t> div) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t gv = static_cast<acc_t>(g[i]);
+  if constexpr (kDivide) gv = gv / div;
+  return static_cast<acc_t>(xa[i]) + gv * coef - static_cast<acc_t>(x0[i]);
+}
+
+// out = clamp(x + d * factor, 0, 1) for the d of l2_diff.
+template <bool kDivide, typename scalar_t>
+MEDGRID_ALWAYS_INLINE void l2_write(const scalar_t* __restrict__ xa,
+                                    const scalar_t* __restrict__ g,
+                                    const scalar_t* __restrict__ x0, scalar_t* __restrict__ out,
+                                    int64_t m, at::opmath_type<scalar_t> coef,
+                                    at::opmath_type<scalar_t> div,
+                                    at::opmath_type<scalar_t> factor) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t zero = opaque(acc_t(0)), one = opaque(acc_t(1));
+#pragma omp simd
+  for (int64_t i = 0; i < m; ++i) {
+    const acc_t d = l2_diff<kDivide>(xa, g, x0, i, coef, div) * factor;
+    out[i] = static_cast<scalar_t>(clamp_nan(static_cast<acc_t>(x0[i]) + d, zero, one));
+  }
+}
+
 template <typename scalar_t>
 MEDGRID_ALWAYS_INLINE void l2_sample_impl(const scalar_t* __restrict__ xa,
                                           const scalar_t* __restrict__ g,
@@ -243,31 +293,41 @@ MEDGRID_ALWAYS_INLINE void l2_sample_impl(const scalar_t* __restrict__ xa,
                                           at::opmath_type<scalar_t> eps) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t zero = opaque(acc_t(0)), one = opaque(acc_t(1));
-  // 1) one pass: A, B, G; ||grad||_2 = sqrt(G)
+  // 1) one pass: A, B, G
   const L2Sums s = l2_sums(xa, g, x0, m);
-  const acc_t gn = static_cast<acc_t>(std::sqrt(s.G));
-  const acc_t coef = step / (gn + static_cast<acc_t>(kGradNormTiny));
-  // 2) ||d||_2 of the unprojected difference d = x_adv + s*alpha*g/||g|| - x
-  const double c = static_cast<double>(coef);
-  const double dn2 = s.A + 2.0 * c * s.B + c * c * s.G;
-  const double kept = s.A + 2.0 * std::abs(c * s.B) + c * c * s.G;  // c < 0 when targeted
-  acc_t dn;
-  if (dn2 >= kMinKeptShare * kept && std::isfinite(kept)) {
-    dn = static_cast<acc_t>(std::sqrt(dn2));
+  acc_t coef, dn;
+  acc_t div = one;  // max|grad| in the exact scheme
+  const bool exact = !l2_sums_trusted<acc_t>(s.G, m);
+  if (!exact) {
+    // ||grad||_2 = sqrt(G) > 0, and ||d||_2 of the unprojected d = x_adv + s*alpha*g/||g|| - x
+    coef = step / static_cast<acc_t>(std::sqrt(s.G));
+    const double c = static_cast<double>(coef);
+    const double dn2 = s.A + 2.0 * c * s.B + c * c * s.G;
+    const double kept = s.A + 2.0 * std::abs(c * s.B) + c * c * s.G;  // c < 0 when targeted
+    if (dn2 >= kMinKeptShare * kept && std::isfinite(kept)) {
+      dn = static_cast<acc_t>(std::sqrt(dn2));
+    } else {
+      dn = static_cast<acc_t>(std::sqrt(sum_squares<acc_t>(
+          m, [&](int64_t i) { return l2_diff<false>(xa, g, x0, i, coef, div); })));
+    }
   } else {
-    dn = static_cast<acc_t>(std::sqrt(sum_squares<acc_t>(m, [&](int64_t i) {
-      return static_cast<acc_t>(xa[i]) + static_cast<acc_t>(g[i]) * coef -
-             static_cast<acc_t>(x0[i]);
-    })));
+    // The exact scheme: u = grad / max|grad| (largest entry 1: no square underflows or
+    // overflows), coef = step / ||u||; a zero gradient divides by 1 and takes no step.
+    const acc_t mx = max_abs(g, m);
+    div = mx == zero ? one : mx;
+    const acc_t un = static_cast<acc_t>(std::sqrt(
+        sum_squares<acc_t>(m, [&](int64_t i) { return static_cast<acc_t>(g[i]) / div; })));
+    coef = step / (un == zero ? one : un);
+    dn = static_cast<acc_t>(std::sqrt(sum_squares<acc_t>(
+        m, [&](int64_t i) { return l2_diff<true>(xa, g, x0, i, coef, div); })));
   }
   // min(1, eps/||d||); ||d|| = 0 gives 1 (d is zero anyway), eps = 0 gives 0.
   const acc_t factor = dn > eps ? eps / dn : one;
-  // 3) write
-#pragma omp simd
-  for (int64_t i = 0; i < m; ++i) {
-    const acc_t xv = static_cast<acc_t>(x0[i]);
-    const acc_t d = (static_cast<acc_t>(xa[i]) + static_cast<acc_t>(g[i]) * coef - xv) * factor;
-    out[i] = static_cast<scalar_t>(clamp_nan(xv + d, zero, one));
+  // 2) write
+  if (!exact) {
+    l2_write<false>(xa, g, x0, out, m, coef, div, factor);
+  } else {
+    l2_write<true>(xa, g, x0, out, m, coef, div, factor);
   }
 }
 

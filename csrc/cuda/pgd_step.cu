@@ -3,7 +3,11 @@
 // linf: grid-stride elementwise kernel, 16-byte vector loads/stores when every pointer is
 //       16-byte aligned (else one element per access).
 // l2:   one block per sample: block reduction of sum(grad^2), block reduction of sum(d^2)
-//       for the unprojected d, then one write pass that recomputes d and scales it.
+//       for the unprojected d, then one write pass that recomputes d and scales it. When the
+//       sum of squares cannot be trusted (l2_sums_trusted in pgd_step.h: squares that underflow
+//       or overflow, a zero or non-finite gradient) the block takes the exact scheme: block
+//       reductions of max|grad| and of sum(u^2) for u = grad / max|grad|, then the same two
+//       passes with u in place of grad.
 // float16/bfloat16 load and store in their own type and compute in float32
 // (at::opmath_type); float32 and float64 compute in their own precision.
 // Kernels are launched on the current stream (at::cuda::getCurrentCUDAStream()).
@@ -74,26 +78,82 @@ __global__ void linf_kernel(const scalar_t* __restrict__ xa, const scalar_t* __r
   }
 }
 
-// Sum over the block; every thread gets the result. `shared` holds >= 32 values.
-template <typename T>
-__device__ __forceinline__ T block_sum(T v, T* shared) {
+struct SumOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxOp {  // of values >= 0 (a NaN may be dropped: it makes the sum of squares NaN anyway)
+  template <typename T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return b > a ? b : a; }
+};
+
+// Reduction over the block (sum, or max of values >= 0: T(0) is the identity of both); every
+// thread gets the result. Call from every thread of the block. `shared` holds >= 32 values.
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, T* shared, Op op) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int nwarps = (blockDim.x + 31) >> 5;
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, off));
   if (lane == 0) shared[warp] = v;
   __syncthreads();
   if (warp == 0) {
     v = lane < nwarps ? shared[lane] : T(0);
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+    for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, off));
     if (lane == 0) shared[0] = v;
   }
   __syncthreads();
   const T total = shared[0];
   __syncthreads();  // shared may be reused by the next call
   return total;
+}
+
+// The unprojected d = x_adv + coef * g - x; with kDivide (the exact scheme) g is first divided
+// by div = max|grad| (a division: 1/div overflows for a subnormal div).
+template <bool kDivide, typename acc_t>
+__device__ __forceinline__ acc_t l2_diff(acc_t xa, acc_t g, acc_t x0, acc_t coef, acc_t div) {
+  if constexpr (kDivide) g = g / div;
+  return xa + g * coef - x0;
+}
+
+// Passes 2 and 3 of the L2 kernel for one sample: ||d||_2 of the unprojected d, then the write
+// of clamp(x + d * min(1, eps/||d||), 0, 1).
+template <bool kDivide, typename scalar_t, int VEC>
+__device__ __forceinline__ void l2_project_write(
+    const Pack<scalar_t, VEC>* __restrict__ pa, const Pack<scalar_t, VEC>* __restrict__ pg,
+    const Pack<scalar_t, VEC>* __restrict__ px, Pack<scalar_t, VEC>* __restrict__ po, int64_t mv,
+    at::opmath_type<scalar_t> coef, at::opmath_type<scalar_t> div, at::opmath_type<scalar_t> eps,
+    at::opmath_type<scalar_t>* shared) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VEC>;
+  const acc_t zero(0), one(1);
+  acc_t s(0);
+  for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
+    const P a = pa[i], b = pg[i], c = px[i];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t d = l2_diff<kDivide>(static_cast<acc_t>(a.v[k]), static_cast<acc_t>(b.v[k]),
+                                       static_cast<acc_t>(c.v[k]), coef, div);
+      s += d * d;
+    }
+  }
+  const acc_t dn = sqrt(block_reduce(s, shared, SumOp()));
+  const acc_t factor = dn > eps ? eps / dn : one;  // min(1, eps/||d||), ||d|| = 0 -> 1
+
+  for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
+    const P a = pa[i], b = pg[i], c = px[i];
+    P o;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t xv = static_cast<acc_t>(c.v[k]);
+      const acc_t d = l2_diff<kDivide>(static_cast<acc_t>(a.v[k]), static_cast<acc_t>(b.v[k]),
+                                       xv, coef, div) * factor;
+      o.v[k] = static_cast<scalar_t>(clamp_nan(xv + d, zero, one));
+    }
+    po[i] = o;
+  }
 }
 
 // One block per sample; m elements per sample, processed VEC at a time (m % VEC == 0).
@@ -113,7 +173,7 @@ __global__ void l2_kernel(const scalar_t* __restrict__ xa, const scalar_t* __res
   const int64_t mv = m / VEC;
   const acc_t zero(0), one(1);
 
-  // 1) ||grad||_2
+  // 1) sum(grad^2); ||grad||_2 = its square root when l2_sums_trusted
   acc_t s(0);
   for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
     const P b = pg[i];
@@ -123,35 +183,38 @@ __global__ void l2_kernel(const scalar_t* __restrict__ xa, const scalar_t* __res
       s += v * v;
     }
   }
-  const acc_t gn = sqrt(block_sum(s, shared));
-  const acc_t coef = step / (gn + static_cast<acc_t>(kGradNormTiny));
-
-  // 2) ||d||_2 of the unprojected difference
+  const acc_t G = block_reduce(s, shared, SumOp());
+  // G is the same in every thread, so the whole block takes the same branch.
+  if (l2_sums_trusted<acc_t>(G, m)) {
+    // 2), 3) with coef = step / ||grad||
+    l2_project_write<false, scalar_t, VEC>(pa, pg, px, po, mv, step / sqrt(G), one, eps, shared);
+    return;
+  }
+  // The exact scheme: u = grad / max|grad| (largest entry 1: no square underflows or overflows),
+  // coef = step / ||u||; a zero gradient divides by 1 and takes no step.
+  acc_t mx(0);
+  for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
+    const P b = pg[i];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t v = static_cast<acc_t>(b.v[k]);
+      mx = MaxOp()(mx, v < zero ? -v : v);
+    }
+  }
+  mx = block_reduce(mx, shared, MaxOp());
+  const acc_t div = mx == zero ? one : mx;
   s = acc_t(0);
   for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
-    const P a = pa[i], b = pg[i], c = px[i];
+    const P b = pg[i];
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      const acc_t d = static_cast<acc_t>(a.v[k]) + static_cast<acc_t>(b.v[k]) * coef -
-                      static_cast<acc_t>(c.v[k]);
-      s += d * d;
+      const acc_t u = static_cast<acc_t>(b.v[k]) / div;
+      s += u * u;
     }
   }
-  const acc_t dn = sqrt(block_sum(s, shared));
-  const acc_t factor = dn > eps ? eps / dn : one;  // min(1, eps/||d||), ||d|| = 0 -> 1
-
-  // 3) write
-  for (int64_t i = threadIdx.x; i < mv; i += blockDim.x) {
-    const P a = pa[i], b = pg[i], c = px[i];
-    P o;
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      const acc_t xv = static_cast<acc_t>(c.v[k]);
-      const acc_t d = (static_cast<acc_t>(a.v[k]) + static_cast<acc_t>(b.v[k]) * coef - xv) * factor;
-      o.v[k] = static_cast<scalar_t>(clamp_nan(xv + d, zero, one));
-    }
-    po[i] = o;
-  }
+  const acc_t un = sqrt(block_reduce(s, shared, SumOp()));
+  l2_project_write<true, scalar_t, VEC>(pa, pg, px, po, mv, step / (un == zero ? one : un), div,
+                                        eps, shared);
 }
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
