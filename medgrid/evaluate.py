@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from medgrid import data, metrics, results, shift
+from medgrid import data, health, metrics, results, shift
 from medgrid.attacks.sweep import robust_predictions
 from medgrid.corruptions import CALIBRATED_SIZE, baselines, check_corruptions, levels
 from medgrid.errors import UserError
@@ -16,7 +16,7 @@ from medgrid.predict import predict
 
 
 def clean_rows(model, split: data.Split, cell: dict) -> list[dict]:
-    """acc, balanced_acc and auc on the clean split."""
+    """acc, balanced_acc and auc on the clean split, and the model's health rows (:mod:`medgrid.health`)."""
     logits, labels = predict(model, split)
     pred = logits.argmax(1)
     n = len(split)
@@ -26,7 +26,7 @@ def clean_rows(model, split: data.Split, cell: dict) -> list[dict]:
     auc = metrics.auc(labels, logits)
     if not math.isnan(auc):
         rows.append(results.make_row(cell, eval_kind="clean", metric="auc", value=auc, n=n))
-    return rows
+    return rows + health.rows(cell, health.assess(labels, pred, logits.shape[1]), n)
 
 
 def pgd_rows(model, split: data.Split, cell: dict, *, attacks_by_norm: dict[str, list[float]], steps: int = 20,
@@ -107,10 +107,10 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
 def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[str, list[float]],
              steps: int = 20, restarts: int = 1, skip: bool = True, batch_size: int = 500,
              clean: bool = True, shift_dir=None, shift_corruptions=None):
-    """All clean and PGD rows of one checkpoint on the test split of ``ds``, as a validated table.
+    """All clean, health and PGD rows of one checkpoint on the test split of ``ds``, as a validated table.
 
     ``shift_dir``: also the corruption rows on the MedMNIST-C sets under ``{shift_dir}/{task}/``
-    (:func:`corruption_rows`; ``shift_corruptions`` restricts them). ``clean=False`` leaves the clean
+    (:func:`corruption_rows`; ``shift_corruptions`` restricts them). ``clean=False`` leaves the clean (and health)
     rows out (e.g. a table of corruption rows only).
     """
     cell = results.cell_columns(settings)

@@ -47,6 +47,11 @@ EVAL_KINDS = ("clean", "pgd", "apgd-ce", "apgd-t", "worst", "square", "transfer"
               "sanity", "health")
 WHITE_BOX_KINDS = ("pgd", "apgd-ce", "apgd-t")  # the attacks whose per-sample union is "worst"
 CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric` can show
+# the rows of eval_kind "health" (medgrid/health.py): degenerate 1.0 when the model predicts one class on
+# the test split or its balanced accuracy is within DEGENERATE_MARGIN of chance (1 / classes), else 0.0;
+# predicted_classes, the number of classes it predicts; chance_margin, balanced accuracy minus chance
+HEALTH_METRICS = ("degenerate", "predicted_classes", "chance_margin")
+DEGENERATE_MARGIN = 0.02
 
 # ---------------------------------------------------------------------------------- MedMNIST-C
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from medgrid import __version__, data, metrics, models
+from medgrid import __version__, data, health, metrics, models
 from medgrid.attacks.pgd import perturb
 from medgrid.attacks.steps import default_alpha
 from medgrid.predict import predict
@@ -71,7 +71,7 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
     attack_gen = torch.Generator(device=ds.train.images.device).manual_seed(seed + 1)
     steps_per_epoch = math.ceil(len(ds.train) / hp.batch_size)
     total = hp.epochs * steps_per_epoch
-    best_score, best_state, best_epoch, history = -1.0, None, -1, []
+    best_score, best_state, best_epoch, best_pred, history = -1.0, None, -1, None, []
     it = 0
     for epoch in range(hp.epochs):
         model.train()
@@ -108,17 +108,19 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
             tqdm.write(f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f} acc {train_acc:.4f}"
                        f" | val balanced acc {val_bacc:.4f}")
         if val_bacc > best_score:
-            best_score, best_epoch = val_bacc, epoch + 1
+            best_score, best_epoch, best_pred = val_bacc, epoch + 1, logits.argmax(1)
             best_state = copy.deepcopy(model.state_dict())   # a copy, not an alias of the live weights
         if hp.stop_train_acc is not None and train_acc >= hp.stop_train_acc:
             break
     model.load_state_dict(best_state)
+    val_health = health.assess(ds.val.labels, best_pred, ds.info.n_classes)
     model = model.to(memory_format=torch.contiguous_format).eval()
     settings = {
         "task": ds.info.name, "size": ds.size, "arch": arch, "norm": norm, "eps": float(eps), "seed": seed,
         "train_data": train_data, "n_channels": ds.info.n_channels, "n_classes": ds.info.n_classes,
         "data_path": str(ds.path), "data_sha256": ds.sha256, "hparams": asdict(hp),
         "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,
+        "val_health": val_health.as_dict(),
         "device": str(device), "torch_version": str(torch.__version__), "medgrid_version": __version__,
     }
     return model, settings

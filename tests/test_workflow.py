@@ -342,7 +342,7 @@ def test_complete_run_has_nothing_to_do(tiny_run):
     summary = pd.read_parquet(tiny_run / "results" / "summary.parquet")
     cells = summary.groupby(["arch", "train_norm", "train_eps"]).size()
     assert len(cells) == len(TINY_CELLS)
-    assert set(summary["eval_kind"]) == {"clean", "pgd"}
+    assert set(summary["eval_kind"]) == {"clean", "health", "pgd"}
     assert (tiny_run / "resources" / "data" / "breastmnist.npz").is_file()
     for cell in TINY_CELLS:
         for name in ("train.log", "train.benchmark.tsv", "evaluate.log", "evaluate.benchmark.tsv"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
@@ -35,7 +36,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid import checkpoint, data, epsilon, models, train
+    from medgrid import checkpoint, data, epsilon, health, models, train
 
     eps = epsilon.parse_eps(args.eps)
     epsilon.check_training(args.norm, eps)
@@ -58,3 +59,6 @@ def run(args) -> None:
     checkpoint.save(args.out, model, settings)
     print(f"wrote {args.out} (best epoch {settings['best_epoch']}, "
           f"val balanced acc {settings['best_val_balanced_acc']:.4f})")
+    warning = health.message(health.Verdict(**settings["val_health"]), args.train_data, split="validation")
+    if warning:
+        print(f"medgrid: warning: {warning}", file=sys.stderr)
