@@ -29,6 +29,7 @@ class HParams:
     attack_steps: int = 7           # PGD steps per adversarial training batch
     attack_step_size: float | None = None   # None: 2.5 * eps / attack_steps
     stop_train_acc: float | None = None     # stop once an epoch's training accuracy reaches this
+    eps_warmup_epochs: int = 0      # adversarial training: ramp eps and the step size up over these epochs
 
     def alpha(self, eps: float) -> float:
         if self.attack_step_size is not None:
@@ -56,9 +57,26 @@ def _lr_factor(hp: HParams, progress: float) -> float:
     raise ValueError(f"unknown schedule {hp.schedule!r}")
 
 
+def warmup_factor(warmup_epochs: int, it: int, steps_per_epoch: int) -> float:
+    """The fraction of the training epsilon (and PGD step size) at batch ``it`` (0-based, over the run).
+
+    A linear ramp per batch over the first ``warmup_epochs`` epochs: batch ``it`` trains at
+    (it + 1) / (warmup_epochs * steps_per_epoch) of epsilon, so the last batch of the warm-up and
+    everything after it train at the full epsilon. Per batch rather than per epoch so epsilon grows
+    smoothly, without a jump at every epoch boundary. 0 epochs: 1.0 throughout (no warm-up).
+    """
+    ramp = warmup_epochs * steps_per_epoch
+    return 1.0 if ramp <= 0 else min(1.0, (it + 1) / ramp)
+
+
 def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
           device: str = "cpu", train_data: str = "original", progress: bool = True):
-    """Train one cell; returns (model with the best validation weights, settings dict for the checkpoint)."""
+    """Train one cell; returns (model with the best validation weights, settings dict for the checkpoint).
+
+    With ``hp.eps_warmup_epochs`` = k > 0, adversarial training ramps epsilon up over the first k epochs
+    (:func:`warmup_factor`); only epochs after the warm-up, trained at the full epsilon, can be selected
+    as the best epoch or stop the run early. The settings record, per epoch, the training epsilon reached.
+    """
     seed_everything(seed)
     on_cuda = torch.device(device).type == "cuda"
     model = models.build(arch, ds.info.n_channels, ds.info.n_classes, ds.size)
@@ -71,7 +89,12 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
     attack_gen = torch.Generator(device=ds.train.images.device).manual_seed(seed + 1)
     steps_per_epoch = math.ceil(len(ds.train) / hp.batch_size)
     total = hp.epochs * steps_per_epoch
+    adversarial = norm != "none" and eps > 0
+    warmup = hp.eps_warmup_epochs if adversarial else 0
+    if warmup >= hp.epochs:
+        raise ValueError(f"eps_warmup_epochs ({warmup}) must be smaller than epochs ({hp.epochs})")
     best_score, best_state, best_epoch, best_pred, history = -1.0, None, -1, None, []
+    factor = 1.0
     it = 0
     for epoch in range(hp.epochs):
         model.train()
@@ -85,8 +108,9 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
                 group["lr"] = hp.lr * _lr_factor(hp, it / total)
             if on_cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if norm != "none" and eps > 0:
-                x = perturb(model, x, y, norm=norm, eps=eps, alpha=hp.alpha(eps),
+            if adversarial:
+                factor = warmup_factor(warmup, it, steps_per_epoch)
+                x = perturb(model, x, y, norm=norm, eps=eps * factor, alpha=hp.alpha(eps) * factor,
                            steps=hp.attack_steps, generator=attack_gen)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
                 logits = model(x)
@@ -103,10 +127,12 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         val_bacc = metrics.balanced_accuracy(labels, logits.argmax(1))
         train_acc = correct / seen
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": train_acc,
-                        "val_balanced_acc": val_bacc})
+                        "val_balanced_acc": val_bacc, "train_eps": float(eps) * factor})
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f} acc {train_acc:.4f}"
                        f" | val balanced acc {val_bacc:.4f}")
+        if epoch < warmup:   # trained below the full epsilon: not a candidate
+            continue
         if val_bacc > best_score:
             best_score, best_epoch, best_pred = val_bacc, epoch + 1, logits.argmax(1)
             best_state = copy.deepcopy(model.state_dict())   # a copy, not an alias of the live weights

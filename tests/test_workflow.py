@@ -367,6 +367,17 @@ def test_adversarial_setting_reruns_adversarial_cells_only(tiny_run):
     assert_reruns_exactly(jobs, changed, TINY_CELLS)
 
 
+def test_eps_warmup_reaches_adversarial_cells_only(tiny_run):
+    # left out, the key changes no command (so no cell of an existing run reruns)
+    assert not [j.shell for j in dry_run(tiny_run, "--forceall") if "--eps-warmup-epochs" in j.shell]
+    write_yaml(tiny_run / "config" / "warmup.yaml", {"hparams": {"cnn-small": {"eps_warmup_epochs": 0}}})
+    jobs = dry_run(tiny_run, "--configfile", "config/warmup.yaml")
+    changed = {cell_dir("cnn-small", "linf-2o255")}
+    assert cells_of(jobs, "train") == changed
+    assert all("--eps-warmup-epochs 0" in j.shell for j in jobs if j.rule == "train")
+    assert_reruns_exactly(jobs, changed, TINY_CELLS)
+
+
 def test_new_epsilon_schedules_only_new_cells(tiny_run):
     write_yaml(tiny_run / "config" / "eps.yaml", {"train_grid": {"linf": ["2/255", "4/255"]}})
     jobs = dry_run(tiny_run, "--configfile", "config/eps.yaml")

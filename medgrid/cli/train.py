@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--attack-step-size", type=float, default=None, help="default 2.5 * eps / attack-steps")
     p.add_argument("--stop-train-acc", type=float, default=None,
                    help="stop once an epoch's training accuracy reaches this (e.g. 0.995)")
+    p.add_argument("--eps-warmup-epochs", type=int, default=0,
+                   help="adversarial training: ramp eps and the PGD step size linearly (per batch) from 0 over "
+                        "this many epochs; only later epochs can be selected (default 0: no warm-up)")
     add_data_options(p)
 
 
@@ -46,6 +49,12 @@ def run(args) -> None:
         at_least(getattr(args, option), 1, "--" + option.replace("_", "-"))
     if args.lr <= 0:
         raise UserError("--lr must be > 0")
+    at_least(args.eps_warmup_epochs, 0, "--eps-warmup-epochs")
+    if args.eps_warmup_epochs and args.norm == "none":
+        raise UserError("--eps-warmup-epochs is for adversarial training (--norm linf or l2)")
+    if args.eps_warmup_epochs >= args.epochs:
+        raise UserError(f"--eps-warmup-epochs ({args.eps_warmup_epochs}) must be smaller than --epochs "
+                        f"({args.epochs}): epochs after the warm-up are the ones that can be selected")
     check_writable(args.out)
     set_threads(args.threads)
     device = pick_device(args.device)
@@ -53,7 +62,7 @@ def run(args) -> None:
     hp = train.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
                        attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
-                       stop_train_acc=args.stop_train_acc)
+                       stop_train_acc=args.stop_train_acc, eps_warmup_epochs=args.eps_warmup_epochs)
     model, settings = train.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
                                   device=device, train_data=args.train_data)
     checkpoint.save(args.out, model, settings)

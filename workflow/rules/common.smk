@@ -16,7 +16,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 DATA_DIR = "resources/data"
 SYNTHETIC_TASKS = ("synthetic", "synthetic-rgb")
-ADVERSARIAL_ONLY = ("attack_steps", "attack_step_size")
+ADVERSARIAL_ONLY = ("attack_steps", "attack_step_size", "eps_warmup_epochs")
 
 
 # ----------------------------------------------------------------------------- epsilon tokens
