@@ -11,6 +11,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from medgrid import charts_health as health
 from medgrid.aggregate import by_seed
 from medgrid.labels import (CHANCE_COLOR, DATA_LABEL, DATA_ORDER, DIVERGING, NORM_NAME, NORM_ORDER, OKABE_ITO,
                             METRIC_NAME, SHIFT_COLOR, STANDARD_COLOR, attack_label, chance_level, eps_axis, ramp,
@@ -62,8 +63,8 @@ def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The rows of ``metric`` aggregated over seeds, with labels the charts share.
 
     Adds ``lo``/``hi`` (the 95% interval, the mean itself with one seed), ``setting``,
-    ``setting_order``, ``panel`` (the task, with its size when the table has several sizes)
-    and ``chance``.
+    ``setting_order``, ``panel`` (the task, with its size when the table has several sizes),
+    ``chance`` and the training-health columns of :func:`medgrid.charts_health.add_health`.
     """
     rows = df[df.metric == metric]
     if rows.empty:
@@ -76,7 +77,7 @@ def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     several_sizes = df["size"].nunique() > 1
     s["panel"] = [f"{t} · {z} px" if several_sizes else t for t, z in zip(s.task, s["size"])]
     s["chance"] = s.task.map(chance_level)
-    return s
+    return health.add_health(s, df)
 
 
 def _tooltip(*extra):
@@ -84,7 +85,7 @@ def _tooltip(*extra):
         alt_tooltip("task", "task"), alt_tooltip("size", "size (px)"), alt_tooltip("arch", "arch"),
         alt_tooltip("setting", "training"), alt_tooltip("train_data", "training data"),
     ]
-    return base + list(extra)
+    return base + list(extra) + [health.tooltip()]
 
 
 def _interval_tips(name, suffix="", label=""):
@@ -131,7 +132,8 @@ def tradeoff(s: pd.DataFrame, metric: str):
     if s.empty:
         return None
     name = METRICS[metric]
-    key = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "setting", "setting_order"]
+    key = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "setting", "setting_order",
+           *health.COLUMNS]
     base = s[s.train_data == "original"]
     cols = key + ["mean", "lo", "hi", "n_seeds"]
     clean = base[base.eval_kind == "clean"][cols]
@@ -168,6 +170,7 @@ def tradeoff(s: pd.DataFrame, metric: str):
     shape = alt.Shape("arch:N", title="architecture")
     points = points_only.mark_point(size=110, filled=True, opacity=0.95, stroke="white", strokeWidth=0.8).encode(
         x=x, y=y, color=color, shape=shape, tooltip=tips)
+    hollow = health.hollow_points(x, y, color, tips, size=110, shape=shape).transform_filter("datum.role == 'point'")
     # labels beside the points: L-inf above-left, L2 below-right, so the two families rarely collide
     label_color = alt.Color("setting:N", scale=alt.Scale(domain=domain, range=colors), legend=None)
     labels = [
@@ -175,14 +178,14 @@ def tradeoff(s: pd.DataFrame, metric: str):
             align=align, dx=dx, dy=dy, fontSize=11).encode(x=x, y=y, text="setting:N", color=label_color)
         for norm, align, dx, dy in (("none", "left", 9, -9), ("linf", "right", -9, -9), ("l2", "left", 9, 13))
     ]
-    chart = alt.layer(line, xbar, ybar, points, *labels, data=data).properties(width=CELL_W, height=CELL_H)
+    chart = alt.layer(line, xbar, ybar, points, hollow, *labels, data=data).properties(width=CELL_W, height=CELL_H)
     chart = chart.facet(facet=alt.Facet("panel:N", header=_header()), columns=3)
     return chart.resolve_scale(x="independent", y="independent").properties(title=alt.Title(
         TITLES["tradeoff"],
         subtitle=[f"x: clean {name}; y: {name} on MedMNIST-C (mean over corruptions and severities). "
                   "One point per training setting, joined in order of training ε.",
                   "Robust models sit left and up (less clean accuracy, more under corruption). "
-                  "Bars: 95% t-interval over seeds (none with one seed)."]))
+                  "Bars: 95% t-interval over seeds (none with one seed).", *health.subtitle(d)]))
 
 
 def _line_panels(d, x, y, color, tips, detail, base, title: str):
@@ -191,7 +194,8 @@ def _line_panels(d, x, y, color, tips, detail, base, title: str):
         x=x, y=y, color=color, detail=detail, order="x:Q", **_arch_encodings(base))
     bars = alt.Chart().mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
     points = alt.Chart().mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
-    layer = alt.layer(line, bars, points, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
+    hollow = health.hollow_points(x, y, color, tips, size=60)
+    layer = alt.layer(line, bars, points, hollow, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
     return layer.facet(row=alt.Row("panel:N", header=_header())).properties(title=alt.Title(title, fontSize=13))
 
 
@@ -227,7 +231,8 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
         TITLES["robust_vs_eps"],
         subtitle=[f"{name} on the test set under PGD (ε = 0: clean); one line per training setting, "
                   "models trained on the original data.",
-                  "Dashed: chance (1 / number of classes). Bars: 95% t-interval over seeds (none with one seed)."]))
+                  "Dashed: chance (1 / number of classes). Bars: 95% t-interval over seeds (none with one seed).",
+                  *health.subtitle(base)]))
 
 
 def by_train_eps(s: pd.DataFrame, metric: str):
@@ -270,7 +275,7 @@ def by_train_eps(s: pd.DataFrame, metric: str):
         TITLES["by_train_eps"],
         subtitle=[f"{name} of models trained at each ε (0: standard training) on clean test images, "
                   "under PGD of the training norm, and on MedMNIST-C.",
-                  "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed)."]))
+                  "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed).", *health.subtitle(base)]))
 
 
 def nonrobust_features(s: pd.DataFrame, metric: str):
@@ -287,29 +292,33 @@ def nonrobust_features(s: pd.DataFrame, metric: str):
     d["data_label"] = [DATA_LABEL[t] + ("" if n == "none" else f" ({setting_label(n, e)} training)")
                        for t, n, e in zip(d.train_data, d.train_norm, d.train_eps)]
     d["data_order"] = d.train_data.map(DATA_ORDER) * 10 + d.train_norm.map(NORM_ORDER)
-    d["value_text"] = [f"{v:.0%}" for v in d["mean"]]
+    d["value_text"] = [f"{v:.0%}" + (" · at chance" if flag and t != "original" else "")
+                       for v, flag, t in zip(d["mean"], d.degenerate, d.train_data)]
     order = list(d.sort_values("data_order").data_label.drop_duplicates())
     palette = {"original": OKABE_ITO[0], "drand": OKABE_ITO[1], "ddet": OKABE_ITO[2], "drobust": OKABE_ITO[3]}
     d["data_kind"] = d.train_data.map(DATA_LABEL)
     kinds = [DATA_LABEL[k] for k in DATA_ORDER if k in set(d.train_data)]
-    color = alt.Color("data_kind:N", title="training data",
-                      scale=alt.Scale(domain=kinds, range=[palette[k] for k in DATA_ORDER if k in set(d.train_data)]))
+    scale = alt.Scale(domain=kinds, range=[palette[k] for k in DATA_ORDER if k in set(d.train_data)])
+    color = alt.Color("data_kind:N", title="training data", scale=scale)
     x = alt.X("data_label:N", title="training data", sort=order, axis=alt.Axis(labelAngle=0, labelLimit=160))
     xoff = {"xOffset": alt.XOffset("arch:N")} if d.arch.nunique() > 1 else {}
     y = alt.Y("mean:Q", title=f"{name} on the original test set", scale=alt.Scale(domain=[0, 1]),
               axis=alt.Axis(format=".0%"))
     tips = _tooltip(alt_tooltip("n_seeds", "seeds", kind="Q"), *_interval_tips(name))
     bars = alt.Chart().mark_bar(opacity=0.9).encode(x=x, y=y, color=color, tooltip=tips, **xoff)
+    hollow = health.hollow_marks("bar", alt.Stroke("data_kind:N", scale=scale, legend=None), tips,
+                                 x=x, y=y, **xoff)
     err = alt.Chart().mark_rule(strokeWidth=1.5, color="#333333").encode(x=x, y="lo:Q", y2="hi:Q", **xoff)
     text = alt.Chart().mark_text(dy=-7, fontSize=11).encode(x=x, y="hi:Q", text="value_text:N", **xoff)
     width = max(CELL_W, 70 * len(order))
-    layer = alt.layer(bars, err, text, *_chance_layers(label=False), data=d).properties(width=width, height=CELL_H)
+    layer = alt.layer(bars, hollow, err, text, *_chance_layers(label=False), data=d).properties(
+        width=width, height=CELL_H)
     return layer.facet(column=alt.Column("panel:N", header=_header())).properties(title=alt.Title(
         TITLES["nonrobust_features"],
         subtitle=["Every model is tested on the original (clean) test set. D_rand and D_det relabel images by "
                   "targeted attacks on the standard model,",
                   "so only non-robust features carry their labels: above chance (dashed), these features "
-                  "generalise. D_R keeps the robust features only."]))
+                  "generalise. D_R keeps the robust features only.", *health.subtitle(d)]))
 
 
 def corruption_heatmap(s: pd.DataFrame, metric: str):
@@ -320,7 +329,7 @@ def corruption_heatmap(s: pd.DataFrame, metric: str):
     c = s[(s.eval_kind == "corruption") & ~s.corruption.isin([CORRUPTION_MEAN, NO_CORRUPTION])
           & (s.train_data == "original")]
     key = ["panel", "task", "size", "arch", "corruption", "severity"]
-    std = c[c.train_norm == "none"][key + ["mean", "n_seeds"]]
+    std = c[c.train_norm == "none"][key + ["mean", "n_seeds", "collapsed", "health_note"]]
     rob = c[c.train_norm != "none"]
     d = rob.merge(std, on=key, suffixes=("", "_std"))
     if d.empty:
@@ -331,7 +340,10 @@ def corruption_heatmap(s: pd.DataFrame, metric: str):
     d["column_order"] = d.setting_order
     d["diff_text"] = [f"{v:+.0f}" for v in d.diff_pp]
     m = max(1.0, float(d.diff_pp.abs().max()))
-    d["dark"] = d.diff_pp.abs() > 0.6 * m
+    # a cell is hollow when either model of the comparison collapsed
+    d["health_note"] = d.health_note.where(~d.collapsed_std | d.collapsed, "standard model " + d.health_note_std)
+    d["collapsed"] = d.collapsed | d.collapsed_std
+    d["dark"] = (d.diff_pp.abs() > 0.6 * m) & ~d.collapsed
     sev_order = [str(v) for v in sorted(set(d.severity)) if v > 0] + (["all"] if (d.severity == 0).any() else [])
     cols = list(d.sort_values("column_order").column.drop_duplicates())
     x = alt.X("severity_label:O", title="severity", sort=sev_order,
@@ -340,15 +352,16 @@ def corruption_heatmap(s: pd.DataFrame, metric: str):
     tips = _tooltip(alt_tooltip("corruption", "corruption"), alt_tooltip("severity", "severity", kind="Q"),
                     alt_tooltip("mean", f"{name}, robust", ".4f"), alt_tooltip("mean_std", f"{name}, standard", ".4f"),
                     alt_tooltip("diff_pp", "difference (points)", "+.1f"), alt_tooltip("n_seeds", "seeds", kind="Q"))
+    scale = alt.Scale(scheme=DIVERGING, domain=[-m, m], domainMid=0)
     rect = alt.Chart().mark_rect(stroke="white", strokeWidth=0.5).encode(
-        x=x, y=yy, tooltip=tips,
-        color=alt.Color("diff_pp:Q", title=["robust − standard", f"({name}, points)"],
-                        scale=alt.Scale(scheme=DIVERGING, domain=[-m, m], domainMid=0)))
+        x=x, y=yy, tooltip=tips, color=alt.Color("diff_pp:Q", title=["robust − standard", f"({name}, points)"],
+                                                 scale=scale))
+    hollow = health.hollow_marks("rect", alt.Stroke("diff_pp:Q", scale=scale, legend=None), tips, x=x, y=yy)
     text = alt.Chart().mark_text(fontSize=11).encode(
         x=x, y=yy, text="diff_text:N",
         color=alt.condition("datum.dark", alt.value("white"), alt.value("black")))
     n_corr = d.corruption.nunique()
-    layer = alt.layer(rect, text, data=d).properties(width=42 * len(sev_order), height=24 * n_corr)
+    layer = alt.layer(rect, hollow, text, data=d).properties(width=42 * len(sev_order), height=24 * n_corr)
     return layer.facet(row=alt.Row("panel:N", header=_header()),
                        column=alt.Column("column:N", sort=cols, header=alt.Header(title="robust model",
                                                                                    labelFontSize=12))).properties(
@@ -356,7 +369,7 @@ def corruption_heatmap(s: pd.DataFrame, metric: str):
                         subtitle=[f"{name} of each adversarially trained model minus that of the standard model "
                                   "(same task, size, arch), in percentage points, mean over seeds.",
                                   "Blue: the robust model is better on that corruption; red: worse. "
-                                  "Severity 1 is the mildest, 5 the strongest."]))
+                                  "Severity 1 is the mildest, 5 the strongest.", *health.subtitle(d)]))
 
 
 BUILDERS = {
@@ -368,14 +381,14 @@ BUILDERS = {
 }
 
 
-def placeholder(name: str, reason: str):
+def placeholder(name: str, reason: str, title: str | None = None):
     """A chart that says which rows are missing, so every output file exists."""
     lines = pd.DataFrame({"i": [0, 1], "text": ["no rows yet", f"needs {reason}"]})
     return alt.Chart(lines).mark_text(fontSize=13, align="left", x=10).encode(
         y=alt.Y("i:O", axis=None), text="text:N",
         size=alt.condition("datum.i == 0", alt.value(20), alt.value(12)),
         color=alt.value("#444444")).properties(
-        width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(TITLES[name], subtitle=f"{name}"))
+        width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(title or TITLES[name], subtitle=f"{name}"))
 
 
 def finish(chart):
