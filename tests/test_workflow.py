@@ -344,6 +344,13 @@ def test_complete_run_has_nothing_to_do(tiny_run):
     assert len(cells) == len(TINY_CELLS)
     assert set(summary["eval_kind"]) == {"clean", "health", "pgd"}
     assert (tiny_run / "resources" / "data" / "breastmnist.npz").is_file()
+    # every model's training history, and the training-curve chart of the report
+    history = pd.read_parquet(tiny_run / "results" / "history.parquet")
+    assert len(history.groupby(["arch", "train_norm", "train_eps"])) == len(TINY_CELLS)
+    assert history.selected.sum() == len(TINY_CELLS)
+    for fmt in ("html", "png", "svg"):
+        assert (tiny_run / "results" / "charts" / f"training_curves.{fmt}").stat().st_size > 1000
+    assert "no rows yet" not in (tiny_run / "results" / "charts" / "training_curves.svg").read_text()
     for cell in TINY_CELLS:
         for name in ("train.log", "train.benchmark.tsv", "evaluate.log", "evaluate.benchmark.tsv"):
             assert (tiny_run / cell.replace("results/", "logs/", 1) / name).is_file(), (cell, name)
