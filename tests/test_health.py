@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches (tests/
 
 def _spec_values(chart) -> pd.DataFrame:
     spec = chart.to_dict()
-    return pd.concat([pd.DataFrame(v) for v in spec["datasets"].values() if v], ignore_index=True)
+    frames = [pd.DataFrame(v).dropna(axis=1, how="all") for v in spec["datasets"].values() if v]
+    return pd.concat(frames, ignore_index=True)
 
 
 # ------------------------------------------------------------------------------------------ the verdict
