@@ -11,10 +11,12 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from medgrid import charts_health as health
 from medgrid import results
-from medgrid.aggregate import by_seed
-from medgrid.labels import (CHANCE_COLOR, DATA_LABEL, DATA_ORDER, DIVERGING, NORM_NAME, NORM_ORDER, OKABE_ITO,
-                            METRIC_NAME, SHIFT_COLOR, STANDARD_COLOR, chance_level, eps_axis, ramp,
+from medgrid.chart_parts import (CELL_H, CELL_W, LINE_LAYER_STYLE, alt_tooltip, arch_encodings, chance_layers,
+                                 header, interval_tips, setting_scale, tooltip)
+from medgrid.labels import (DATA_LABEL, DATA_ORDER, DIVERGING, NORM_NAME, NORM_ORDER, OKABE_ITO,
+                            METRIC_NAME, SHIFT_COLOR, STANDARD_COLOR, eps_axis, ramp,
                             robust_label, setting_label)
 from medgrid.names import CHART_METRICS, CORRUPTION_MEAN, NO_CORRUPTION
 
@@ -39,92 +41,6 @@ TITLES = {
     "corruption_heatmap": "Robust minus standard accuracy per corruption and severity",
 }
 
-CELL_W, CELL_H = 300, 240
-LINE_LAYER_STYLE = dict(color="#9a9a9a", strokeWidth=1.2)
-
-
-def setting_scale(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Colour domain and range of the training settings in ``frame``: standard black, L-inf blues, L2
-    oranges, darker for larger epsilons."""
-    settings = frame[["train_norm", "train_eps", "setting"]].drop_duplicates()
-    settings = settings.assign(o=settings.train_norm.map(NORM_ORDER)).sort_values(["o", "train_eps"])
-    domain, colors = [], []
-    for norm, group in settings.groupby("train_norm", sort=False):
-        labels = list(dict.fromkeys(group.setting))
-        domain += labels
-        colors += [STANDARD_COLOR] * len(labels) if norm == "none" else ramp(norm, len(labels))
-    return domain, colors
-
-
-# ------------------------------------------------------------------------------------ seed view
-
-
-def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The rows of ``metric`` aggregated over seeds, with labels the charts share.
-
-    Adds ``lo``/``hi`` (the 95% interval, the mean itself with one seed), ``setting``,
-    ``setting_order``, ``panel`` (the task, with its size when the table has several sizes)
-    and ``chance``.
-    """
-    rows = df[df.metric == metric]
-    if rows.empty:
-        return pd.DataFrame()
-    s = by_seed(rows)
-    s["lo"] = s["ci95_t_low"].fillna(s["mean"])
-    s["hi"] = s["ci95_t_high"].fillna(s["mean"])
-    s["setting"] = [setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)]
-    s["setting_order"] = s.train_norm.map(NORM_ORDER) * 1000 + s.train_eps
-    several_sizes = df["size"].nunique() > 1
-    s["panel"] = [f"{t} · {z} px" if several_sizes else t for t, z in zip(s.task, s["size"])]
-    s["chance"] = s.task.map(chance_level)
-    return s
-
-
-def _tooltip(*extra):
-    base = [
-        alt_tooltip("task", "task"), alt_tooltip("size", "size (px)"), alt_tooltip("arch", "arch"),
-        alt_tooltip("setting", "training"), alt_tooltip("train_data", "training data"),
-    ]
-    return base + list(extra)
-
-
-def _interval_tips(name, suffix="", label=""):
-    """Tooltips of a mean and its 95% interval (columns mean, lo, hi, each + suffix)."""
-    return [alt_tooltip(f"mean{suffix}", f"{label}{name}", ".4f"),
-            alt_tooltip(f"lo{suffix}", f"{label}95% low", ".4f"),
-            alt_tooltip(f"hi{suffix}", f"{label}95% high", ".4f")]
-
-
-def alt_tooltip(field, title, fmt=None, kind=None):
-    kw = {"title": title}
-    if fmt:
-        kw["format"] = fmt
-    return alt.Tooltip(f"{field}:{kind or ('Q' if fmt else 'N')}", **kw)
-
-
-def _arch_encodings(frame: pd.DataFrame):
-    """strokeDash by arch when the table has several archs, a solid line otherwise."""
-    if frame.arch.nunique() > 1:
-        return {"strokeDash": alt.StrokeDash("arch:N", title="architecture")}
-    return {}
-
-
-def _header():
-    return alt.Header(title=None, labelFontSize=13, labelFontWeight="bold")
-
-
-def _chance_layers(label: bool = True):
-    """A dashed rule at chance level (1 / n_classes), with a label at its right end, for faceted layers."""
-    valid = "isValid(datum.chance) && isFinite(datum.chance)"
-    rule = alt.Chart().mark_rule(strokeDash=[5, 4], color=CHANCE_COLOR).encode(
-        y="mean(chance):Q").transform_filter(valid)
-    text = alt.Chart().mark_text(align="right", baseline="bottom", dx=-3, dy=-2, color=CHANCE_COLOR,
-                                 fontSize=10).encode(
-        y="mean(chance):Q", x=alt.value(CELL_W), text=alt.value("chance")).transform_filter(valid)
-    return [rule, text] if label else [rule]
-
-
-# ------------------------------------------------------------------------------------------ charts
 
 
 def tradeoff(s: pd.DataFrame, metric: str):
@@ -132,7 +48,8 @@ def tradeoff(s: pd.DataFrame, metric: str):
     if s.empty:
         return None
     name = METRICS[metric]
-    key = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "setting", "setting_order"]
+    key = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "setting", "setting_order",
+           *health.COLUMNS]
     base = s[s.train_data == "original"]
     cols = key + ["mean", "lo", "hi", "n_seeds"]
     clean = base[base.eval_kind == "clean"][cols]
@@ -157,8 +74,8 @@ def tradeoff(s: pd.DataFrame, metric: str):
     pct = alt.Axis(format=".0%", tickMinStep=0.01)
     x = alt.X("mean_clean:Q", title=x_title, scale=alt.Scale(zero=False, padding=12, nice=False), axis=pct)
     y = alt.Y("mean_shift:Q", title=y_title, scale=alt.Scale(zero=False, padding=12, nice=False), axis=pct)
-    tips = _tooltip(alt_tooltip("n_seeds_clean", "seeds", kind="Q"),
-                    *_interval_tips(name, "_clean", "clean "), *_interval_tips(name, "_shift", "MedMNIST-C "))
+    tips = tooltip(alt_tooltip("n_seeds_clean", "seeds", kind="Q"),
+                    *interval_tips(name, "_clean", "clean "), *interval_tips(name, "_shift", "MedMNIST-C "))
     points_only = alt.Chart().transform_filter("datum.role == 'point'")
     line = alt.Chart().transform_filter("datum.role == 'line'").mark_line(**LINE_LAYER_STYLE).encode(
         x=x, y=y, detail=["arch:N", "family:N"], order="train_eps:Q")
@@ -169,6 +86,7 @@ def tradeoff(s: pd.DataFrame, metric: str):
     shape = alt.Shape("arch:N", title="architecture")
     points = points_only.mark_point(size=110, filled=True, opacity=0.95, stroke="white", strokeWidth=0.8).encode(
         x=x, y=y, color=color, shape=shape, tooltip=tips)
+    hollow = health.hollow_points(x, y, color, tips, size=110, shape=shape).transform_filter("datum.role == 'point'")
     # labels beside the points: L-inf above-left, L2 below-right, so the two families rarely collide
     label_color = alt.Color("setting:N", scale=alt.Scale(domain=domain, range=colors), legend=None)
     labels = [
@@ -176,14 +94,14 @@ def tradeoff(s: pd.DataFrame, metric: str):
             align=align, dx=dx, dy=dy, fontSize=11).encode(x=x, y=y, text="setting:N", color=label_color)
         for norm, align, dx, dy in (("none", "left", 9, -9), ("linf", "right", -9, -9), ("l2", "left", 9, 13))
     ]
-    chart = alt.layer(line, xbar, ybar, points, *labels, data=data).properties(width=CELL_W, height=CELL_H)
-    chart = chart.facet(facet=alt.Facet("panel:N", header=_header()), columns=3)
+    chart = alt.layer(line, xbar, ybar, points, hollow, *labels, data=data).properties(width=CELL_W, height=CELL_H)
+    chart = chart.facet(facet=alt.Facet("panel:N", header=header()), columns=3)
     return chart.resolve_scale(x="independent", y="independent").properties(title=alt.Title(
         TITLES["tradeoff"],
         subtitle=[f"x: clean {name}; y: {name} on MedMNIST-C (mean over corruptions and severities). "
                   "One point per training setting, joined in order of training ε.",
                   "Robust models sit left and up (less clean accuracy, more under corruption). "
-                  "Bars: 95% t-interval over seeds (none with one seed)."]))
+                  "Bars: 95% t-interval over seeds (none with one seed).", *health.subtitle(d)]))
 
 
 def _eps_x(d: pd.DataFrame, column: str, norm: str, what: str):
@@ -200,17 +118,18 @@ def _line_panels(d, x, y, color, tips, detail, base, title: str, dashed: pd.Data
     ``dashed``: rows drawn as thin dashed lines behind (PGD beside the worst case)."""
     main = alt.Chart().transform_filter("datum.layer != 'dashed'")
     line = main.mark_line(strokeWidth=2).encode(
-        x=x, y=y, color=color, detail=detail, order="x:Q", **_arch_encodings(base))
+        x=x, y=y, color=color, detail=detail, order="x:Q", **arch_encodings(base))
     bars = main.mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color)
     points = main.mark_point(size=45, filled=True, opacity=1).encode(x=x, y=y, color=color, tooltip=tips)
-    layers = [line, bars, points]
+    hollow = health.hollow_points(x, y, color, tips, size=60).transform_filter("datum.layer != 'dashed'")
+    layers = [line, bars, points, hollow]
     if dashed is not None and not dashed.empty:
         d = pd.concat([d.assign(layer="main"), dashed.assign(layer="dashed")], ignore_index=True)
         layers.insert(0, alt.Chart().transform_filter("datum.layer == 'dashed'").mark_line(
             strokeWidth=1.2, strokeDash=[4, 3], opacity=0.7).encode(x=x, y=y, color=color, detail=detail,
                                                                   order="x:Q", tooltip=tips))
-    layer = alt.layer(*layers, *_chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
-    return layer.facet(row=alt.Row("panel:N", header=_header())).properties(title=alt.Title(title, fontSize=13))
+    layer = alt.layer(*layers, *chance_layers(), data=d).properties(width=CELL_W, height=CELL_H)
+    return layer.facet(row=alt.Row("panel:N", header=header())).properties(title=alt.Title(title, fontSize=13))
 
 
 ROBUST_KEY = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "eval_norm", "eval_eps",
@@ -252,8 +171,8 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
                                       ignore_index=True), "eval_eps", norm, "attack")[0]
         y = alt.Y("mean:Q", title=f"{name} under attack", scale=alt.Scale(domain=[0, 1]),
                   axis=alt.Axis(format=".0%"))
-        tips = _tooltip(alt_tooltip("attack", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
-                        *_interval_tips(name), alt_tooltip("n", "test images (all seeds)", kind="Q"))
+        tips = tooltip(alt_tooltip("attack", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
+                        *interval_tips(name), alt_tooltip("n", "test images (all seeds)", kind="Q"))
         columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "setting:N"], base,
                                     f"{NORM_NAME[norm]} attacks", dashed=dashed))
     return alt.hconcat(*columns).properties(title=alt.Title(
@@ -261,7 +180,8 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
         subtitle=[f"{name} on the test set under attack (ε = 0: clean): the worst case over PGD, APGD-CE and "
                   "APGD-T where evaluated (solid), PGD alone elsewhere and dashed beside it;",
                   "one line per training setting, models trained on the original data. Grey dashed: chance "
-                  "(1 / number of classes). Bars: 95% t-interval over seeds (none with one seed)."]))
+                  "(1 / number of classes). Bars: 95% t-interval over seeds (none with one seed).",
+                  *health.subtitle(base)]))
 
 
 def by_train_eps(s: pd.DataFrame, metric: str):
@@ -296,8 +216,8 @@ def by_train_eps(s: pd.DataFrame, metric: str):
         color = alt.Color("series:N", title=f"evaluation ({NORM_NAME[norm]} training)",
                           scale=alt.Scale(domain=domain, range=colors))
         y = alt.Y("mean:Q", title=name, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"))
-        tips = _tooltip(alt_tooltip("series", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
-                        *_interval_tips(name))
+        tips = tooltip(alt_tooltip("series", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
+                        *interval_tips(name))
         columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "series:N"], base,
                                     f"{NORM_NAME[norm]} adversarial training"))
     return alt.hconcat(*columns).resolve_scale(color="independent").properties(title=alt.Title(
@@ -305,7 +225,7 @@ def by_train_eps(s: pd.DataFrame, metric: str):
         subtitle=[f"{name} of models trained at each ε (0: standard training) on clean test images, "
                   "under attack in the training norm (worst case over PGD, APGD-CE, APGD-T where evaluated, "
                   "else PGD), and on MedMNIST-C.",
-                  "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed)."]))
+                  "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed).", *health.subtitle(base)]))
 
 
 def nonrobust_features(s: pd.DataFrame, metric: str):
@@ -322,29 +242,33 @@ def nonrobust_features(s: pd.DataFrame, metric: str):
     d["data_label"] = [DATA_LABEL[t] + ("" if n == "none" else f" ({setting_label(n, e)} training)")
                        for t, n, e in zip(d.train_data, d.train_norm, d.train_eps)]
     d["data_order"] = d.train_data.map(DATA_ORDER) * 10 + d.train_norm.map(NORM_ORDER)
-    d["value_text"] = [f"{v:.0%}" for v in d["mean"]]
+    d["value_text"] = [f"{v:.0%}" + (" · at chance" if flag and t != "original" else "")
+                       for v, flag, t in zip(d["mean"], d.degenerate, d.train_data)]
     order = list(d.sort_values("data_order").data_label.drop_duplicates())
     palette = {"original": OKABE_ITO[0], "drand": OKABE_ITO[1], "ddet": OKABE_ITO[2], "drobust": OKABE_ITO[3]}
     d["data_kind"] = d.train_data.map(DATA_LABEL)
     kinds = [DATA_LABEL[k] for k in DATA_ORDER if k in set(d.train_data)]
-    color = alt.Color("data_kind:N", title="training data",
-                      scale=alt.Scale(domain=kinds, range=[palette[k] for k in DATA_ORDER if k in set(d.train_data)]))
+    scale = alt.Scale(domain=kinds, range=[palette[k] for k in DATA_ORDER if k in set(d.train_data)])
+    color = alt.Color("data_kind:N", title="training data", scale=scale)
     x = alt.X("data_label:N", title="training data", sort=order, axis=alt.Axis(labelAngle=0, labelLimit=160))
     xoff = {"xOffset": alt.XOffset("arch:N")} if d.arch.nunique() > 1 else {}
     y = alt.Y("mean:Q", title=f"{name} on the original test set", scale=alt.Scale(domain=[0, 1]),
               axis=alt.Axis(format=".0%"))
-    tips = _tooltip(alt_tooltip("n_seeds", "seeds", kind="Q"), *_interval_tips(name))
+    tips = tooltip(alt_tooltip("n_seeds", "seeds", kind="Q"), *interval_tips(name))
     bars = alt.Chart().mark_bar(opacity=0.9).encode(x=x, y=y, color=color, tooltip=tips, **xoff)
+    hollow = health.hollow_marks("bar", alt.Stroke("data_kind:N", scale=scale, legend=None), tips,
+                                 x=x, y=y, **xoff)
     err = alt.Chart().mark_rule(strokeWidth=1.5, color="#333333").encode(x=x, y="lo:Q", y2="hi:Q", **xoff)
     text = alt.Chart().mark_text(dy=-7, fontSize=11).encode(x=x, y="hi:Q", text="value_text:N", **xoff)
     width = max(CELL_W, 70 * len(order))
-    layer = alt.layer(bars, err, text, *_chance_layers(label=False), data=d).properties(width=width, height=CELL_H)
-    return layer.facet(column=alt.Column("panel:N", header=_header())).properties(title=alt.Title(
+    layer = alt.layer(bars, hollow, err, text, *chance_layers(label=False), data=d).properties(
+        width=width, height=CELL_H)
+    return layer.facet(column=alt.Column("panel:N", header=header())).properties(title=alt.Title(
         TITLES["nonrobust_features"],
         subtitle=["Every model is tested on the original (clean) test set. D_rand and D_det relabel images by "
                   "targeted attacks on the standard model,",
                   "so only non-robust features carry their labels: above chance (dashed), these features "
-                  "generalise. D_R keeps the robust features only."]))
+                  "generalise. D_R keeps the robust features only.", *health.subtitle(d)]))
 
 
 def corruption_heatmap(s: pd.DataFrame, metric: str):
@@ -355,7 +279,7 @@ def corruption_heatmap(s: pd.DataFrame, metric: str):
     c = s[(s.eval_kind == "corruption") & ~s.corruption.isin([CORRUPTION_MEAN, NO_CORRUPTION])
           & (s.train_data == "original")]
     key = ["panel", "task", "size", "arch", "corruption", "severity"]
-    std = c[c.train_norm == "none"][key + ["mean", "n_seeds"]]
+    std = c[c.train_norm == "none"][key + ["mean", "n_seeds", "collapsed", "health_note"]]
     rob = c[c.train_norm != "none"]
     d = rob.merge(std, on=key, suffixes=("", "_std"))
     if d.empty:
@@ -366,32 +290,36 @@ def corruption_heatmap(s: pd.DataFrame, metric: str):
     d["column_order"] = d.setting_order
     d["diff_text"] = [f"{v:+.0f}" for v in d.diff_pp]
     m = max(1.0, float(d.diff_pp.abs().max()))
-    d["dark"] = d.diff_pp.abs() > 0.6 * m
+    # a cell is hollow when either model of the comparison collapsed
+    d["health_note"] = d.health_note.where(~d.collapsed_std | d.collapsed, "standard model " + d.health_note_std)
+    d["collapsed"] = d.collapsed | d.collapsed_std
+    d["dark"] = (d.diff_pp.abs() > 0.6 * m) & ~d.collapsed
     sev_order = [str(v) for v in sorted(set(d.severity)) if v > 0] + (["all"] if (d.severity == 0).any() else [])
     cols = list(d.sort_values("column_order").column.drop_duplicates())
     x = alt.X("severity_label:O", title="severity", sort=sev_order,
               axis=alt.Axis(labelAngle=0, grid=False, ticks=False, domain=False))
     yy = alt.Y("corruption:N", title=None, sort="ascending", axis=alt.Axis(grid=False, ticks=False, domain=False))
-    tips = _tooltip(alt_tooltip("corruption", "corruption"), alt_tooltip("severity", "severity", kind="Q"),
+    tips = tooltip(alt_tooltip("corruption", "corruption"), alt_tooltip("severity", "severity", kind="Q"),
                     alt_tooltip("mean", f"{name}, robust", ".4f"), alt_tooltip("mean_std", f"{name}, standard", ".4f"),
                     alt_tooltip("diff_pp", "difference (points)", "+.1f"), alt_tooltip("n_seeds", "seeds", kind="Q"))
+    scale = alt.Scale(scheme=DIVERGING, domain=[-m, m], domainMid=0)
     rect = alt.Chart().mark_rect(stroke="white", strokeWidth=0.5).encode(
-        x=x, y=yy, tooltip=tips,
-        color=alt.Color("diff_pp:Q", title=["robust − standard", f"({name}, points)"],
-                        scale=alt.Scale(scheme=DIVERGING, domain=[-m, m], domainMid=0)))
+        x=x, y=yy, tooltip=tips, color=alt.Color("diff_pp:Q", title=["robust − standard", f"({name}, points)"],
+                                                 scale=scale))
+    hollow = health.hollow_marks("rect", alt.Stroke("diff_pp:Q", scale=scale, legend=None), tips, x=x, y=yy)
     text = alt.Chart().mark_text(fontSize=11).encode(
         x=x, y=yy, text="diff_text:N",
         color=alt.condition("datum.dark", alt.value("white"), alt.value("black")))
     n_corr = d.corruption.nunique()
-    layer = alt.layer(rect, text, data=d).properties(width=42 * len(sev_order), height=24 * n_corr)
-    return layer.facet(row=alt.Row("panel:N", header=_header()),
+    layer = alt.layer(rect, hollow, text, data=d).properties(width=42 * len(sev_order), height=24 * n_corr)
+    return layer.facet(row=alt.Row("panel:N", header=header()),
                        column=alt.Column("column:N", sort=cols, header=alt.Header(title="robust model",
                                                                                    labelFontSize=12))).properties(
         title=alt.Title(TITLES["corruption_heatmap"],
                         subtitle=[f"{name} of each adversarially trained model minus that of the standard model "
                                   "(same task, size, arch), in percentage points, mean over seeds.",
                                   "Blue: the robust model is better on that corruption; red: worse. "
-                                  "Severity 1 is the mildest, 5 the strongest."]))
+                                  "Severity 1 is the mildest, 5 the strongest.", *health.subtitle(d)]))
 
 
 BUILDERS = {
@@ -403,18 +331,11 @@ BUILDERS = {
 }
 
 
-def placeholder(name: str, reason: str):
+def placeholder(name: str, reason: str, title: str | None = None):
     """A chart that says which rows are missing, so every output file exists."""
     lines = pd.DataFrame({"i": [0, 1], "text": ["no rows yet", f"needs {reason}"]})
     return alt.Chart(lines).mark_text(fontSize=13, align="left", x=10).encode(
         y=alt.Y("i:O", axis=None), text="text:N",
         size=alt.condition("datum.i == 0", alt.value(20), alt.value(12)),
         color=alt.value("#444444")).properties(
-        width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(TITLES[name], subtitle=f"{name}"))
-
-
-def finish(chart):
-    """The fonts, grid and legend every chart shares."""
-    return chart.configure_axis(labelFontSize=11, titleFontSize=12, grid=True, gridColor="#e6e6e6").configure_legend(
-        labelFontSize=11, titleFontSize=12, labelLimit=260).configure_title(
-        fontSize=16, subtitleFontSize=12, subtitleColor="#444444", anchor="start").configure_view(stroke="#cccccc")
+        width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(title or TITLES[name], subtitle=f"{name}"))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from medgrid import data, metrics, results, shift
+from medgrid import data, health, metrics, results, shift
 from medgrid.attacks.sweep import RobustResult, robust_predictions
 from medgrid.corruptions import CALIBRATED_SIZE, baselines, check_corruptions, levels
 from medgrid.errors import UserError
@@ -18,7 +18,7 @@ from medgrid.strong import StrongSettings, strong_rows
 
 
 def clean_rows(model, split: data.Split, cell: dict) -> list[dict]:
-    """acc, balanced_acc and auc on the clean split."""
+    """acc, balanced_acc and auc on the clean split, and the model's health rows (:mod:`medgrid.health`)."""
     logits, labels = predict(model, split)
     pred = logits.argmax(1)
     n = len(split)
@@ -28,7 +28,7 @@ def clean_rows(model, split: data.Split, cell: dict) -> list[dict]:
     auc = metrics.auc(labels, logits)
     if not math.isnan(auc):
         rows.append(results.make_row(cell, eval_kind="clean", metric="auc", value=auc, n=n))
-    return rows
+    return rows + health.rows(cell, health.assess(labels, pred, logits.shape[1]), n)
 
 
 def pgd_rows(cell: dict, y: torch.Tensor, pgd: dict[str, list[RobustResult]]) -> list[dict]:
@@ -115,9 +115,9 @@ def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[s
              sanity: SanitySettings | None = None, source_model=None):
     """All rows of one checkpoint on the test split of ``ds``, as a validated table.
 
-    Clean rows (unless ``clean=False``), PGD rows for ``attacks_by_norm``; ``strong``: the APGD ensemble on
-    PGD's survivors (:mod:`medgrid.strong`); ``sanity``: the gradient-masking checks after it
-    (:mod:`medgrid.sanity`; ``source_model``: the standard model the transfer check attacks);
+    Clean and training-health rows (unless ``clean=False``), PGD rows for ``attacks_by_norm``; ``strong``:
+    the APGD ensemble on PGD's survivors (:mod:`medgrid.strong`); ``sanity``: the gradient-masking checks
+    after it (:mod:`medgrid.sanity`; ``source_model``: the standard model the transfer check attacks);
     ``shift_dir``: the corruption rows on the MedMNIST-C sets under ``{shift_dir}/{task}/``
     (:func:`corruption_rows`; ``shift_corruptions`` restricts them).
     """

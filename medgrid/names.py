@@ -52,6 +52,11 @@ CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric`
 # clean, robust at one epsilon per attack norm, MedMNIST-C mean, BE, rBE, models trained on D_rand / D_det / D_R
 HEADLINE_COLUMNS = ("clean", "robust_linf", "robust_l2", "corruption", "be", "rbe", "drand", "ddet", "drobust")
 HEALTH_METRIC = "degenerate"  # eval_kind health: 1.0 when a cell predicts one class or sits at chance
+# the rows of eval_kind "health" (medgrid/health.py): degenerate 1.0 when the model predicts one class on
+# the test split or its balanced accuracy is within DEGENERATE_MARGIN of chance (1 / classes), else 0.0;
+# predicted_classes, the number of classes it predicts; chance_margin, balanced accuracy minus chance
+HEALTH_METRICS = ("degenerate", "predicted_classes", "chance_margin")
+DEGENERATE_MARGIN = 0.02
 
 # ---------------------------------------------------------------------------------- MedMNIST-C
 SEVERITIES = (1, 2, 3, 4, 5)

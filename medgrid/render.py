@@ -20,7 +20,7 @@ import altair as alt
 import pandas as pd
 import vl_convert as vlc
 
-from medgrid import charts, results
+from medgrid import chart_parts, charts, results
 from medgrid.aggregate import by_seed
 from medgrid.atomic import atomic_output
 from medgrid.audit import write_audit_html
@@ -81,7 +81,7 @@ def _html(spec: dict, title: str) -> str:
                             spec=json.dumps(spec).replace("</", "<\\/"), options=json.dumps(EMBED_OPTIONS))
 
 
-def save(chart, out_dir: Path, name: str) -> list[Path]:
+def save(chart, out_dir: Path, name: str, title: str | None = None) -> list[Path]:
     """``{name}.html`` (Vega inlined: works offline), ``.png`` and ``.svg``, each written atomically.
 
     The chart is validated and converted to a Vega-Lite spec once; vl-convert renders the images.
@@ -95,7 +95,7 @@ def save(chart, out_dir: Path, name: str) -> list[Path]:
         path = out_dir / f"{name}.{fmt}"
         with atomic_output(path) as tmp:
             if fmt == "html":
-                Path(tmp).write_text(_html(spec, charts.TITLES.get(name, name)), encoding="utf-8")
+                Path(tmp).write_text(_html(spec, title or charts.TITLES.get(name, name)), encoding="utf-8")
             elif fmt == "png":
                 Path(tmp).write_bytes(vlc.vegalite_to_png(spec, vl_version=vl_version, scale=PNG_SCALE))
             else:
@@ -116,6 +116,8 @@ def _evaluation(row) -> str:
         if row.eval_norm == "none":
             return "check"
         return f"check {NORM_NAME[row.eval_norm]} {eps_text(row.eval_norm, row.eval_eps)}"
+    if row.eval_kind == "health":
+        return "training health (test split)"
     if row.eval_kind == "corruption":
         if row.corruption == "mean":
             return "MedMNIST-C mean"
@@ -164,8 +166,10 @@ Source: {html.escape(str(source))} ({len(df)} rows).</p>
 # ------------------------------------------------------------------------------------------- driver
 
 
-def make_charts(summary, out_dir, *, metric: str = "balanced_acc") -> dict[str, str]:
-    """Every chart of :data:`medgrid.charts.CHARTS` in every format of :data:`FORMATS`, plus ``table.html``.
+def make_charts(summary, out_dir, *, metric: str = "balanced_acc", history=None) -> dict[str, str]:
+    """Every chart of :data:`medgrid.charts.CHARTS` in every format of :data:`FORMATS`, plus ``table.html``;
+    with ``history`` (a table of :mod:`medgrid.history`) also the training curves
+    (:data:`medgrid.charts_training.NAME`).
 
     Returns {chart: "chart" | "placeholder"}. UserError for a missing or empty summary.
     """
@@ -175,15 +179,23 @@ def make_charts(summary, out_dir, *, metric: str = "balanced_acc") -> dict[str, 
     if df.empty:
         raise UserError(f"results table {summary} has no rows; run the evaluations first")
     out_dir = Path(out_dir)
-    s = charts.seed_view(df, metric)
+    s = chart_parts.seed_view(df, metric)
+    builders = {name: functools.partial(charts.BUILDERS[name], s, metric) for name in charts.CHARTS}
+    needs, titles = dict(charts.NEEDS), dict(charts.TITLES)
+    if history is not None:
+        from medgrid import charts_training, history as histories
+
+        name = charts_training.NAME
+        builders[name] = functools.partial(charts_training.training_curves, histories.read(history), df)
+        needs[name], titles[name] = charts_training.NEEDS, charts_training.TITLE
     status = {}
-    for name in charts.CHARTS:
-        chart = charts.BUILDERS[name](s, metric)
+    for name, build in builders.items():
+        chart = build()
         if chart is None:
-            chart, status[name] = charts.placeholder(name, charts.NEEDS[name]), "placeholder"
+            chart, status[name] = charts.placeholder(name, needs[name], titles[name]), "placeholder"
         else:
             status[name] = "chart"
-        save(charts.finish(chart), out_dir, name)
+        save(chart_parts.finish(chart), out_dir, name, titles[name])
         print(f"{name}: {'written' if status[name] == 'chart' else 'placeholder (no rows yet)'} -> "
               f"{out_dir}/{name}.{{{','.join(FORMATS)}}}")
     write_table_html(df, out_dir / TABLE, source=str(summary))

@@ -60,22 +60,29 @@ def make_row(cell: Mapping, *, eval_kind: str, metric: str, value: float, n: int
             "value": float(value), "n": int(n)}
 
 
-def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
-    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why."""
-    missing = [c for c in COLUMNS if c not in df.columns]
+def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataFrame:
+    """``df`` with exactly the columns of ``schema`` (column -> dtype), in its order and dtypes, no missing
+    values; UserError saying why not."""
+    missing = [c for c in schema if c not in df.columns]
     if missing:
         raise UserError(f"{source}: missing columns {missing}")
-    extra = [c for c in df.columns if c not in SCHEMA]
+    extra = [c for c in df.columns if c not in schema]
     if extra:
         raise UserError(f"{source}: unexpected columns {extra}")
-    out = df[COLUMNS].copy()
-    for col, dtype in SCHEMA.items():
+    out = df[list(schema)].copy()
+    for col, dtype in schema.items():
         if out[col].isna().any():
             raise UserError(f"{source}: column {col!r} has missing values")
         try:
             out[col] = out[col].astype(dtype)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{source}: column {col!r} is not {dtype}: {exc}") from None
+    return out
+
+
+def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why."""
+    out = coerce(df, SCHEMA, source)
     for col, allowed in (("train_norm", TRAIN_NORMS), ("eval_norm", TRAIN_NORMS),
                          ("train_data", TRAIN_DATA), ("eval_kind", EVAL_KINDS)):
         bad = sorted(set(out[col]) - set(allowed))
@@ -121,12 +128,16 @@ def write_table(df: pd.DataFrame, path, csv: bool = False) -> pd.DataFrame:
     return df
 
 
-def read_table(path) -> pd.DataFrame:
+def read_frame(path, what: str = "results table") -> pd.DataFrame:
+    """A Parquet (or .csv) file as it is; UserError when it is missing or unreadable."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"missing results table {path}")
+        raise UserError(f"missing {what} {path}")
     try:
-        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise UserError(f"cannot read results table {path}: {exc}") from None
-    return validate(df, str(path))
+        raise UserError(f"cannot read {what} {path}: {exc}") from None
+
+
+def read_table(path) -> pd.DataFrame:
+    return validate(read_frame(path), str(path))

@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from medgrid import __version__, data, metrics, models
+from medgrid import __version__, data, health, metrics, models
 from medgrid.attacks.pgd import perturb
 from medgrid.attacks.steps import default_alpha
 from medgrid.predict import predict
@@ -32,6 +32,7 @@ class HParams:
     attack_step_size: float | None = None   # None: 2.5 * eps / attack_steps
     stop_train_acc: float | None = None     # stop once an epoch's training accuracy reaches this
     selection: str | None = None            # "best_val" | "last"; None: best_val on original data, else last
+    eps_warmup_epochs: int = 0      # adversarial training: ramp eps and the step size up over these epochs
 
     def alpha(self, eps: float) -> float:
         if self.attack_step_size is not None:
@@ -73,13 +74,27 @@ def selection_rule(hp: HParams, train_data: str) -> str:
     return rule
 
 
+def warmup_factor(warmup_epochs: int, it: int, steps_per_epoch: int) -> float:
+    """The fraction of the training epsilon (and PGD step size) at batch ``it`` (0-based, over the run).
+
+    A linear ramp per batch over the first ``warmup_epochs`` epochs: batch ``it`` trains at
+    (it + 1) / (warmup_epochs * steps_per_epoch) of epsilon, so the last batch of the warm-up and
+    everything after it train at the full epsilon. Per batch rather than per epoch so epsilon grows
+    smoothly, without a jump at every epoch boundary. 0 epochs: 1.0 throughout (no warm-up).
+    """
+    ramp = warmup_epochs * steps_per_epoch
+    return 1.0 if ramp <= 0 else min(1.0, (it + 1) / ramp)
+
+
 def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
           device: str = "cpu", train_data: str = "original", progress: bool = True):
     """Train one cell; returns (model with the selected epoch's weights, settings dict for the checkpoint).
 
     ``seed`` is the grid seed; the run's own seeds come from :func:`medgrid.seeding.training_seeds`
     (independent of the source cell's for constructed datasets). The epoch kept is chosen by
-    :func:`selection_rule`.
+    :func:`selection_rule`. With ``hp.eps_warmup_epochs`` = k > 0, adversarial training ramps epsilon up
+    over the first k epochs (:func:`warmup_factor`); only epochs after the warm-up, trained at the full
+    epsilon, can be kept or stop the run early. The settings record, per epoch, the training epsilon reached.
     """
     selection = selection_rule(hp, train_data)
     seeds = training_seeds(seed, train_data)
@@ -95,7 +110,12 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
     attack_gen = torch.Generator(device=ds.train.images.device).manual_seed(seeds["attack"])
     steps_per_epoch = math.ceil(len(ds.train) / hp.batch_size)
     total = hp.epochs * steps_per_epoch
-    best_score, best_state, best_epoch, history = -1.0, None, -1, []
+    adversarial = norm != "none" and eps > 0
+    warmup = hp.eps_warmup_epochs if adversarial else 0
+    if warmup >= hp.epochs:
+        raise ValueError(f"eps_warmup_epochs ({warmup}) must be smaller than epochs ({hp.epochs})")
+    best_score, best_state, best_epoch, best_pred, history = -1.0, None, -1, None, []
+    factor = 1.0
     it = 0
     for epoch in range(hp.epochs):
         model.train()
@@ -109,8 +129,9 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
                 group["lr"] = hp.lr * _lr_factor(hp, it / total)
             if on_cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if norm != "none" and eps > 0:
-                x = perturb(model, x, y, norm=norm, eps=eps, alpha=hp.alpha(eps),
+            if adversarial:
+                factor = warmup_factor(warmup, it, steps_per_epoch)
+                x = perturb(model, x, y, norm=norm, eps=eps * factor, alpha=hp.alpha(eps) * factor,
                            steps=hp.attack_steps, generator=attack_gen)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
                 logits = model(x)
@@ -127,16 +148,19 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         val_bacc = metrics.balanced_accuracy(labels, logits.argmax(1))
         train_acc = correct / seen
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": train_acc,
-                        "val_balanced_acc": val_bacc})
+                        "val_balanced_acc": val_bacc, "train_eps": float(eps) * factor})
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f} acc {train_acc:.4f}"
                        f" | val balanced acc {val_bacc:.4f}")
+        if epoch < warmup:   # trained below the full epsilon: not a candidate
+            continue
         if selection == "last" or val_bacc > best_score:  # (last: the val score is recorded, never used)
-            best_score, best_epoch = val_bacc, epoch + 1
+            best_score, best_epoch, best_pred = val_bacc, epoch + 1, logits.argmax(1)
             best_state = copy.deepcopy(model.state_dict())   # a copy, not an alias of the live weights
         if hp.stop_train_acc is not None and train_acc >= hp.stop_train_acc:
             break
     model.load_state_dict(best_state)
+    val_health = health.assess(ds.val.labels, best_pred, ds.info.n_classes)
     model = model.to(memory_format=torch.contiguous_format).eval()
     settings = {
         "task": ds.info.name, "size": ds.size, "arch": arch, "norm": norm, "eps": float(eps), "seed": seed,
@@ -144,6 +168,7 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         "data_path": str(ds.path), "data_sha256": ds.sha256, "hparams": asdict(hp),
         "init_seed": seeds["init"], "order_seed": seeds["order"], "attack_seed": seeds["attack"],
         "selection": selection, "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,
+        "val_health": val_health.as_dict(),
         "device": str(device), "torch_version": str(torch.__version__), "medgrid_version": __version__,
     }
     return model, settings

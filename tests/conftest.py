@@ -80,3 +80,13 @@ def headless(exe, page: Path, tmp_path: Path, *args: str) -> subprocess.Complete
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", *args, Path(page).as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny batches: faster, and much faster on a busy machine; restored after.
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

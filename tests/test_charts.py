@@ -4,14 +4,13 @@ export readable images, and the HTML works offline in a real browser."""
 from __future__ import annotations
 
 import io
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import headless
-from medgrid import charts, epsilon, labels, npz, render, results, synthetic
+from medgrid import chart_parts, charts, epsilon, labels, npz, render, results, synthetic
 from medgrid.errors import UserError
 
 pytest.importorskip("altair")
@@ -115,7 +114,7 @@ def test_each_chart_builds_exports_and_carries_coordinates(full_charts, name):
 
 
 def test_tradeoff_data_puts_standard_right_bottom(full_table):
-    s = charts.seed_view(full_table, "balanced_acc")
+    s = chart_parts.seed_view(full_table, "balanced_acc")
     spec = charts.tradeoff(s, "balanced_acc").to_dict()
     values = pd.DataFrame(next(iter(spec["datasets"].values())))
     pts = values[(values.role == "point") & (values.task == "synthetic")].set_index("setting")
@@ -130,7 +129,7 @@ def test_tradeoff_data_puts_standard_right_bottom(full_table):
 
 
 def test_heatmap_difference_is_robust_minus_standard(full_table):
-    s = charts.seed_view(full_table, "balanced_acc")
+    s = chart_parts.seed_view(full_table, "balanced_acc")
     spec = charts.corruption_heatmap(s, "balanced_acc").to_dict()
     values = pd.DataFrame(next(iter(spec["datasets"].values())))
     row = values[(values.task == "synthetic") & (values.setting == "L∞ 2/255") & (values.corruption == "jpeg")

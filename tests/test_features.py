@@ -12,13 +12,7 @@ from medgrid.errors import UserError
 C = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny batches: one torch thread is faster, and much faster on a busy machine; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches (tests/conftest.py)
 
 
 def random_model(channels=1, seed=0):

@@ -362,8 +362,15 @@ def test_complete_run_has_nothing_to_do(tiny_run):
     summary = pd.read_parquet(tiny_run / "results" / "summary.parquet")
     cells = summary.groupby(["arch", "train_norm", "train_eps"]).size()
     assert len(cells) == len(TINY_CELLS)
-    assert set(summary["eval_kind"]) == {"clean", "pgd"}
+    assert set(summary["eval_kind"]) == {"clean", "health", "pgd"}
     assert (tiny_run / "resources" / "data" / "breastmnist.npz").is_file()
+    # every model's training history, and the training-curve chart of the report
+    history = pd.read_parquet(tiny_run / "results" / "history.parquet")
+    assert len(history.groupby(["arch", "train_norm", "train_eps"])) == len(TINY_CELLS)
+    assert history.selected.sum() == len(TINY_CELLS)
+    for fmt in ("html", "png", "svg"):
+        assert (tiny_run / "results" / "charts" / f"training_curves.{fmt}").stat().st_size > 1000
+    assert "no rows yet" not in (tiny_run / "results" / "charts" / "training_curves.svg").read_text()
     for cell in TINY_CELLS:
         for name in ("train.log", "train.benchmark.tsv", "evaluate.log", "evaluate.benchmark.tsv"):
             assert (tiny_run / cell.replace("results/", "logs/", 1) / name).is_file(), (cell, name)
@@ -384,6 +391,17 @@ def test_adversarial_setting_reruns_adversarial_cells_only(tiny_run):
     jobs = dry_run(tiny_run, "--configfile", "config/steps.yaml")
     changed = {cell_dir("resnet18", "linf-2o255")}
     assert cells_of(jobs, "train") == changed
+    assert_reruns_exactly(jobs, changed, TINY_CELLS)
+
+
+def test_eps_warmup_reaches_adversarial_cells_only(tiny_run):
+    # left out, the key changes no command (so no cell of an existing run reruns)
+    assert not [j.shell for j in dry_run(tiny_run, "--forceall") if "--eps-warmup-epochs" in j.shell]
+    write_yaml(tiny_run / "config" / "warmup.yaml", {"hparams": {"cnn-small": {"eps_warmup_epochs": 0}}})
+    jobs = dry_run(tiny_run, "--configfile", "config/warmup.yaml")
+    changed = {cell_dir("cnn-small", "linf-2o255")}
+    assert cells_of(jobs, "train") == changed
+    assert all("--eps-warmup-epochs 0" in j.shell for j in jobs if j.rule == "train")
     assert_reruns_exactly(jobs, changed, TINY_CELLS)
 
 

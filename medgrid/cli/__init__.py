@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shift": ("medgrid.cli.shift", "MedMNIST-C corrupted test sets (download or generate with medmnistc)"),
     "aggregate": ("medgrid.cli.aggregate",
                   "concatenate per-cell tables into one summary (+ CSV, + by-seed view)"),
+    "history": ("medgrid.cli.history", "per-epoch training records of checkpoints as one table (training curves)"),
     "charts": ("medgrid.cli.charts", "Altair charts of the summary table (HTML + PNG + SVG) and an HTML table"),
     "table": ("medgrid.cli.table",
               "the headline table: per task, one row per training setting, intervals over seeds (CSV, LaTeX, HTML)"),

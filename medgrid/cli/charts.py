@@ -10,9 +10,12 @@ def add_arguments(p) -> None:
     p.add_argument("--summary", type=Path, required=True, help="tidy summary table (results/summary.parquet)")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for {chart}.{html,png,svg} and table.html")
     p.add_argument("--metric", choices=CHART_METRICS, default="balanced_acc", help="metric shown in the charts")
+    p.add_argument("--history", type=Path, default=None,
+                   help="per-epoch history table (results/history.parquet, from `medgrid history`): "
+                        "also write the training_curves chart")
 
 
 def run(args) -> None:
     from medgrid import render
 
-    render.make_charts(args.summary, args.out_dir, metric=args.metric)
+    render.make_charts(args.summary, args.out_dir, metric=args.metric, history=args.history)

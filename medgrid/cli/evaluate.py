@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
@@ -78,7 +79,7 @@ def run(args) -> None:
     set_threads(args.threads)
     device = pick_device(args.device)
 
-    from medgrid import checkpoint, data, evaluate, results
+    from medgrid import checkpoint, data, evaluate, health, results
 
     model, settings = checkpoint.load(args.checkpoint, device=device)
     source = None
@@ -96,6 +97,8 @@ def run(args) -> None:
                               strong=strong, sanity=sanity, source_model=source)
     results.write_table(table, args.out, csv=args.csv)
     print(table[table.metric != "grad_evals"].to_string(index=False, max_rows=40))
+    for warning in health.table_messages(table):
+        print(f"medgrid: warning: {warning}", file=sys.stderr)
 
 
 def _strong_settings(args):

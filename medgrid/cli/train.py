@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
@@ -34,11 +35,14 @@ def add_arguments(p) -> None:
     p.add_argument("--selection", choices=SELECTIONS, default=None,
                    help="epoch to keep: best validation balanced accuracy, or the last (a fixed budget); default "
                         "best_val on the task's data, last on a constructed dataset (its val labels are hidden)")
+    p.add_argument("--eps-warmup-epochs", type=int, default=0,
+                   help="adversarial training: ramp eps and the PGD step size linearly (per batch) from 0 over "
+                        "this many epochs; only later epochs can be selected (default 0: no warm-up)")
     add_data_options(p)
 
 
 def run(args) -> None:
-    from medgrid import checkpoint, data, epsilon, models, train
+    from medgrid import checkpoint, data, epsilon, health, models, train
 
     eps = epsilon.parse_eps(args.eps)
     epsilon.check_training(args.norm, eps)
@@ -48,6 +52,12 @@ def run(args) -> None:
         at_least(getattr(args, option), 1, "--" + option.replace("_", "-"))
     if args.lr <= 0:
         raise UserError("--lr must be > 0")
+    at_least(args.eps_warmup_epochs, 0, "--eps-warmup-epochs")
+    if args.eps_warmup_epochs and args.norm == "none":
+        raise UserError("--eps-warmup-epochs is for adversarial training (--norm linf or l2)")
+    if args.eps_warmup_epochs >= args.epochs:
+        raise UserError(f"--eps-warmup-epochs ({args.eps_warmup_epochs}) must be smaller than --epochs "
+                        f"({args.epochs}): epochs after the warm-up are the ones that can be selected")
     check_writable(args.out)
     set_threads(args.threads)
     device = pick_device(args.device)
@@ -55,7 +65,8 @@ def run(args) -> None:
     hp = train.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
                        attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
-                       stop_train_acc=args.stop_train_acc, selection=args.selection)
+                       stop_train_acc=args.stop_train_acc, selection=args.selection,
+                       eps_warmup_epochs=args.eps_warmup_epochs)
     model, settings = train.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
                                   device=device, train_data=args.train_data)
     checkpoint.save(args.out, model, settings)
@@ -63,3 +74,6 @@ def run(args) -> None:
     print(f"wrote {args.out} (kept epoch {settings['best_epoch']}: {kept}; "
           f"val balanced acc {settings['best_val_balanced_acc']:.4f}; seeds {settings['init_seed']} init, "
           f"{settings['order_seed']} batch order)")
+    warning = health.message(health.Verdict(**settings["val_health"]), args.train_data, split="validation")
+    if warning:
+        print(f"medgrid: warning: {warning}", file=sys.stderr)

@@ -16,7 +16,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 DATA_DIR = "resources/data"
 SYNTHETIC_TASKS = ("synthetic", "synthetic-rgb")
-ADVERSARIAL_ONLY = ("attack_steps", "attack_step_size")
+ADVERSARIAL_ONLY = ("attack_steps", "attack_step_size", "eps_warmup_epochs")
 
 
 # ----------------------------------------------------------------------------- epsilon tokens
@@ -405,22 +405,38 @@ def features_attack_options():
     return attack_options(features_attack_grid())
 
 
+def _feature_sets():
+    """(dataset, the cells it is made from) of every configured Ilyas et al. dataset."""
+    for fset in FEATURES["datasets"]:
+        if fset == "drobust":
+            yield fset, dict(norm=ROBUST_NORM, eps=ROBUST_EPS)
+        else:
+            yield fset, dict(norm="none")
+
+
 def features_tables():
     """Per dataset: how it was made (attack success, ...) and the evaluation of the model trained on it."""
     tables = []
-    for fset in FEATURES["datasets"]:
+    for fset, where in _feature_sets():
         if fset == "drobust":
-            made, where = rules.features_robust.output.table, dict(
-                norm=ROBUST_NORM, eps=ROBUST_EPS
-            )
+            made = rules.features_robust.output.table
         else:
             made = rules.features_nonrobust.output.table.replace("{nonrobust}", fset)
-            where = dict(norm="none")
         tables += grid_paths(made, **where)
         tables += grid_paths(
             rules.evaluate_features.output.table.replace("{fset}", fset), **where
         )
     return tables
+
+
+def all_checkpoints(wildcards=None):
+    """Every model of the run: the grid's cells and the models trained on the Ilyas et al. datasets."""
+    models = grid_paths(rules.train.output.model)
+    for fset, where in _feature_sets():
+        models += grid_paths(
+            rules.train_features.output.model.replace("{fset}", fset), **where
+        )
+    return models
 
 
 # ----------------------------------------------------------------------------- the headline table (report.smk)

@@ -76,13 +76,36 @@ rule table:
 FINAL_TARGETS.extend(rules.table.output)
 
 
+# The per-epoch training records of every model (train loss, train accuracy, validation balanced
+# accuracy, the selected epoch) as one table, read from the checkpoints' settings, for the training curves.
+rule history:
+    input:
+        checkpoints=all_checkpoints,
+    output:
+        table="results/history.parquet",
+    log:
+        "logs/history.log",
+    benchmark:
+        "logs/history.benchmark.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: threads_for("history")
+    resources:
+        mem_mb=resource("history", "mem_mb"),
+        runtime=resource("history", "runtime"),
+        gpu=resource("history", "gpu"),
+    shell:
+        "medgrid history --out {output.table} {input.checkpoints} > {log} 2>&1"
+
+
 # The five charts of the summary, each as interactive HTML (Vega inlined, works offline), PNG and
 # SVG, plus the seed-aggregated table as HTML. A chart whose rows do not exist yet (MedMNIST-C,
 # D_rand/D_det/D_R) is written as a "no rows yet" placeholder, so these outputs never change and
-# the charts fill in when the summary gains their rows.
+# the charts fill in when the summary gains their rows. Also the training curves of every model.
 rule charts:
     input:
         summary=rules.aggregate.output.summary,
+        history=rules.history.output.table,
     output:
         tradeoff_html=report(
             "results/charts/tradeoff.html",
@@ -124,6 +147,14 @@ rule charts:
         ),
         corruption_heatmap_png="results/charts/corruption_heatmap.png",
         corruption_heatmap_svg="results/charts/corruption_heatmap.svg",
+        training_curves_html=report(
+            "results/charts/training_curves.html",
+            caption="../report/training_curves.rst",
+            category="Charts",
+            labels={"chart": "(f) training curves"},
+        ),
+        training_curves_png="results/charts/training_curves.png",
+        training_curves_svg="results/charts/training_curves.svg",
         table=report(
             "results/charts/table.html",
             caption="../report/table.rst",
@@ -151,7 +182,7 @@ rule charts:
         out_dir=lambda wildcards, output: os.path.dirname(output.table),
         metric="balanced_acc",
     shell:
-        "medgrid charts --summary {input.summary} --out-dir {params.out_dir} --metric {params.metric} > {log} 2>&1"
+        "medgrid charts --summary {input.summary} --history {input.history} --out-dir {params.out_dir} --metric {params.metric} > {log} 2>&1"
 
 
 FINAL_TARGETS.extend(rules.charts.output)

@@ -1,0 +1,105 @@
+"""The pieces every chart shares: the seed-aggregated view with its labels, the colour scale of the training
+settings, tooltips, panel headers, the chance line, the panel size and the common styling."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from medgrid import charts_health as health
+from medgrid.aggregate import by_seed
+from medgrid.labels import CHANCE_COLOR, NORM_ORDER, STANDARD_COLOR, chance_level, ramp, setting_label
+
+CELL_W, CELL_H = 300, 240
+LINE_LAYER_STYLE = dict(color="#9a9a9a", strokeWidth=1.2)
+
+
+def setting_scale(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Colour domain and range of the training settings in ``frame``: standard black, L-inf blues, L2
+    oranges, darker for larger epsilons."""
+    settings = frame[["train_norm", "train_eps", "setting"]].drop_duplicates()
+    settings = settings.assign(o=settings.train_norm.map(NORM_ORDER)).sort_values(["o", "train_eps"])
+    domain, colors = [], []
+    for norm, group in settings.groupby("train_norm", sort=False):
+        labels = list(dict.fromkeys(group.setting))
+        domain += labels
+        colors += [STANDARD_COLOR] * len(labels) if norm == "none" else ramp(norm, len(labels))
+    return domain, colors
+
+
+# ------------------------------------------------------------------------------------ seed view
+
+
+def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of ``metric`` aggregated over seeds, with labels the charts share.
+
+    Adds ``lo``/``hi`` (the 95% interval, the mean itself with one seed), ``setting``,
+    ``setting_order``, ``panel`` (the task, with its size when the table has several sizes),
+    ``chance`` and the training-health columns of :func:`medgrid.charts_health.add_health`.
+    """
+    rows = df[df.metric == metric]
+    if rows.empty:
+        return pd.DataFrame()
+    s = by_seed(rows)
+    s["lo"] = s["ci95_t_low"].fillna(s["mean"])
+    s["hi"] = s["ci95_t_high"].fillna(s["mean"])
+    s["setting"] = [setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)]
+    s["setting_order"] = s.train_norm.map(NORM_ORDER) * 1000 + s.train_eps
+    several_sizes = df["size"].nunique() > 1
+    s["panel"] = [f"{t} · {z} px" if several_sizes else t for t, z in zip(s.task, s["size"])]
+    s["chance"] = s.task.map(chance_level)
+    return health.add_health(s, df)
+
+
+def tooltip(*extra):
+    base = [
+        alt_tooltip("task", "task"), alt_tooltip("size", "size (px)"), alt_tooltip("arch", "arch"),
+        alt_tooltip("setting", "training"), alt_tooltip("train_data", "training data"),
+    ]
+    return base + list(extra) + [health.tooltip()]
+
+
+def interval_tips(name, suffix="", label=""):
+    """Tooltips of a mean and its 95% interval (columns mean, lo, hi, each + suffix)."""
+    return [alt_tooltip(f"mean{suffix}", f"{label}{name}", ".4f"),
+            alt_tooltip(f"lo{suffix}", f"{label}95% low", ".4f"),
+            alt_tooltip(f"hi{suffix}", f"{label}95% high", ".4f")]
+
+
+def alt_tooltip(field, title, fmt=None, kind=None):
+    kw = {"title": title}
+    if fmt:
+        kw["format"] = fmt
+    return alt.Tooltip(f"{field}:{kind or ('Q' if fmt else 'N')}", **kw)
+
+
+def arch_encodings(frame: pd.DataFrame):
+    """strokeDash by arch when the table has several archs, a solid line otherwise."""
+    if frame.arch.nunique() > 1:
+        return {"strokeDash": alt.StrokeDash("arch:N", title="architecture")}
+    return {}
+
+
+def header():
+    return alt.Header(title=None, labelFontSize=13, labelFontWeight="bold")
+
+
+def chance_layers(label: bool = True):
+    """A dashed rule at chance level (1 / n_classes), with a label at its right end, for faceted layers."""
+    valid = "isValid(datum.chance) && isFinite(datum.chance)"
+    rule = alt.Chart().mark_rule(strokeDash=[5, 4], color=CHANCE_COLOR).encode(
+        y="mean(chance):Q").transform_filter(valid)
+    text = alt.Chart().mark_text(align="right", baseline="bottom", dx=-3, dy=-2, color=CHANCE_COLOR,
+                                 fontSize=10).encode(
+        y="mean(chance):Q", x=alt.value(CELL_W), text=alt.value("chance")).transform_filter(valid)
+    return [rule, text] if label else [rule]
+
+
+# ------------------------------------------------------------------------------------------ charts
+
+
+def finish(chart):
+    """The fonts, grid and legend every chart shares."""
+    return chart.configure_axis(labelFontSize=11, titleFontSize=12, grid=True, gridColor="#e6e6e6").configure_legend(
+        labelFontSize=11, titleFontSize=12, labelLimit=260).configure_title(
+        fontSize=16, subtitleFontSize=12, subtitleColor="#444444", anchor="start").configure_view(stroke="#cccccc")
