@@ -30,6 +30,7 @@ TASKS = MEDMNIST_2D + SYNTHETIC_TASKS
 SIZES = (28, 64, 128, 224)  # MedMNIST+ sizes
 SYNTHETIC_SIZES = (28, 64)
 SPLITS = ("train", "val", "test")
+ARCHS = ("cnn-small", "resnet18", "preact-resnet18")  # the model registry's names (medgrid.models.MODELS)
 
 # ------------------------------------------------------------------------------ training data
 # What a model was trained on: the task's own data, or one of Ilyas et al.'s constructed datasets.

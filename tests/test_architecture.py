@@ -97,12 +97,22 @@ def test_parser_imports_no_heavy_library(argv):
     assert "HEAVY []" in proc.stdout, proc.stdout[-300:]
 
 
-def test_a_mistake_in_the_arguments_costs_no_torch():
-    code = ("import sys\nfrom medgrid.cli import main\ncode = main(['train', '--task', 'x'])\n"
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--task", "x"], "required"),
+    (["train", "--task", "nope", "--arch", "cnn-small", "--norm", "none", "--out", "m.pt", "--data-dir", "d"],
+     "unknown task 'nope'"),
+    (["train", "--task", "synthetic", "--arch", "vgg", "--norm", "none", "--out", "m.pt", "--data-dir", "d"],
+     "unknown arch 'vgg'"),
+    (["train", "--task", "synthetic", "--arch", "cnn-small", "--norm", "linf", "--eps", "0", "--out", "m.pt",
+      "--data-dir", "d"], "needs eps > 0"),
+])
+def test_a_mistake_in_the_arguments_costs_no_torch(argv, needle, tmp_path):
+    code = (f"import sys\nfrom medgrid.cli import main\ncode = main({argv!r})\n"
             "print('CODE', code, 'torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "CODE 2 False" in proc.stdout, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("medgrid: error:"), proc.stderr
+    assert needle in proc.stderr
 
 
 # ------------------------------------------------------------------- copies the workflow must keep
@@ -126,7 +136,7 @@ def test_workflow_copies_equal_the_package_names():
     props = SCHEMA["properties"]
     assert tuple(props["tasks"]["items"]["enum"]) == names.TASKS
     assert tuple(props["sizes"]["items"]["enum"]) == names.SIZES
-    assert tuple(props["archs"]["items"]["enum"]) == tuple(models.MODELS)
+    assert tuple(props["archs"]["items"]["enum"]) == tuple(models.MODELS) == names.ARCHS
     assert tuple(_schema("$defs", "training", "properties", "optimizer", "enum")) == names.OPTIMIZERS
     assert tuple(_schema("$defs", "training", "properties", "schedule", "enum")) == names.SCHEDULES
     features = props["features"]["properties"]

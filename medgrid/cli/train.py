@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
 from medgrid.errors import UserError
-from medgrid.names import OPTIMIZERS, SCHEDULES, SELECTIONS, TRAIN_DATA, TRAIN_NORMS
+from medgrid.names import ARCHS, OPTIMIZERS, SCHEDULES, SELECTIONS, TASKS, TRAIN_DATA, TRAIN_NORMS
 
 
 def add_arguments(p) -> None:
@@ -42,12 +42,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid import checkpoint, data, epsilon, health, models, train
+    from medgrid import epsilon, tasks
 
+    # the user's mistakes first, before torch loads
     eps = epsilon.parse_eps(args.eps)
     epsilon.check_training(args.norm, eps)
-    if args.arch not in models.MODELS:
-        raise UserError(f"unknown arch {args.arch!r}; valid: {', '.join(models.MODELS)}")
+    if args.task not in TASKS:
+        tasks.task_info(args.task)  # says why (unknown, multi-label, 3D)
+    tasks.check_size(args.task, args.size)
+    if args.arch not in ARCHS:
+        raise UserError(f"unknown arch {args.arch!r}; valid: {', '.join(ARCHS)}")
     for option in ("epochs", "batch_size", "attack_steps"):
         at_least(getattr(args, option), 1, "--" + option.replace("_", "-"))
     if args.lr <= 0:
@@ -59,6 +63,9 @@ def run(args) -> None:
         raise UserError(f"--eps-warmup-epochs ({args.eps_warmup_epochs}) must be smaller than --epochs "
                         f"({args.epochs}): epochs after the warm-up are the ones that can be selected")
     check_writable(args.out)
+
+    from medgrid import checkpoint, data, health, train
+
     set_threads(args.threads)
     device = pick_device(args.device)
     ds = data.load(args.task, args.size, args.data_dir, npz=args.data, device=device)
