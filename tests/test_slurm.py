@@ -25,7 +25,8 @@ TARGET = f"{CELL}/metrics/eval.parquet"
 TINY_DEMO = {
     "hparams": {"cnn-small": {"standard": {"epochs": 1, "stop_train_acc": None}}},
     "attack_grid": {"linf": ["2/255"], "l2": [0.5]},
-    "evaluate": {"attack_steps": 2, "restarts": 1},
+    "evaluate": {"attack_steps": 2, "restarts": 1, "strong": {"iterations": 3, "samples": 50},
+                 "sanity": {"samples": 50, "square_queries": 10, "square_samples": 20}},
     "shift": {"enabled": False},
     "features": {"datasets": []},
 }
@@ -81,6 +82,6 @@ def test_slurm_profile_runs_demo_cells_like_a_local_run(slurm_cluster, tmp_path)
     assert {"rule_prepare_data", "rule_train", "rule_evaluate"} <= slurm_logs, slurm_logs
     a = pd.read_parquet(local / TARGET)
     b = pd.read_parquet(on_slurm / TARGET)
-    assert set(a["eval_kind"]) == {"clean", "health", "pgd"}
+    assert set(a["eval_kind"]) == {"clean", "health", "pgd", "apgd-ce", "apgd-t", "worst", "sanity", "square"}
     assert len(a) > 0
     pd.testing.assert_frame_equal(a, b)

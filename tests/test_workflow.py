@@ -53,7 +53,9 @@ def tiny_config(data_dir: Path) -> dict:
         "seeds": [0],
         "train_grid": {"none": [0], "linf": ["2/255"]},
         "attack_grid": {"linf": ["2/255"]},
-        "evaluate": {"attack_steps": 2, "restarts": 1},
+        "evaluate": {"attack_steps": 2, "restarts": 1,
+                     "strong": {"iterations": 3, "samples": 16, "apgd_targets": 1},
+                     "sanity": {"samples": 16, "square_queries": 10, "square_samples": 8}},
         # the headline's robust column of the one attack norm
         "headline": {"eps": {"linf": "2/255", "l2": 0.5},
                      "columns": ["clean", "robust_linf", "corruption", "be", "rbe", "drand", "ddet", "drobust"]},
@@ -362,7 +364,11 @@ def test_complete_run_has_nothing_to_do(tiny_run):
     summary = pd.read_parquet(tiny_run / "results" / "summary.parquet")
     cells = summary.groupby(["arch", "train_norm", "train_eps"]).size()
     assert len(cells) == len(TINY_CELLS)
-    assert set(summary["eval_kind"]) == {"clean", "health", "pgd"}
+    # the strong evaluation and the masking checks of every cell (transfer: the adversarially trained ones)
+    assert set(summary["eval_kind"]) == {"clean", "health", "pgd", "apgd-ce", "apgd-t", "worst", "sanity", "square",
+                                         "transfer"}
+    assert set(summary[summary.train_norm == "none"].eval_kind) >= {"worst", "sanity"}
+    assert (tiny_run / "results" / "charts" / "audit.html").is_file()
     assert (tiny_run / "resources" / "data" / "breastmnist.npz").is_file()
     # every model's training history, and the training-curve chart of the report
     history = pd.read_parquet(tiny_run / "results" / "history.parquet")
@@ -515,9 +521,16 @@ def norm_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def post_deploy_packages() -> set[str]:
+    """What every env's post-deploy script installs with `pip install --no-deps NAME==VERSION` beside medgrid."""
+    text = (REPO / "scripts" / "install_in_conda_env.sh").read_text()
+    return {norm_name(m) for m in re.findall(r"pip install --no-deps ([A-Za-z0-9_.-]+)==", text)}
+
+
 def env_packages(path: Path) -> set[str]:
+    """The distributions an env file names, and those its post-deploy script adds."""
     spec = yaml.safe_load(path.read_text())
-    names = set()
+    names = post_deploy_packages()
     for dep in spec["dependencies"]:
         items = dep["pip"] if isinstance(dep, dict) else [dep]
         for item in items:
