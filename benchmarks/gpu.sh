@@ -6,6 +6,9 @@
 #   4. benchmarks/pgd_step.py --device cuda, float32 and bfloat16 (and the CPU kernel on all cores)
 #   5. benchmarks/pgd_attack.py --device cuda (cnn-small and resnet18; skip/fused variants, torchattacks,
 #      and the update step's share of one PGD iteration, eager vs fused)
+#   6. one small cell end to end on the GPU through the command line (data on the device): a synthetic
+#      task, standard and L-inf training, evaluation with the strong evaluation and the masking checks,
+#      the Ilyas datasets and a model trained on D_rand (E2E_DEVICE=cpu runs the same step on a CPU)
 # Logs and JSON go to $OUT when set (else benchmarks/out): gpu_sh.log (this script's whole output),
 # build.log, memcheck.log and one JSON per benchmark run: 7 files (the device tool returns 8).
 # Exit status: non-zero when a step failed; every step runs regardless, so one failure does not
@@ -90,6 +93,9 @@ step "5. benchmarks/pgd_attack.py"
 # eager vs fused. One more file under $OUT (the device tool returns 8 files in all).
 timeout 170 $PY benchmarks/pgd_attack.py --device cuda --archs cnn-small resnet18 --n 1000 --repeats 3 \
     --threads "$(nproc)" --json "$OUT/pgd_attack_cuda.json" || fail "benchmark pgd_attack cuda"
+
+step "6. one small cell end to end on ${E2E_DEVICE:-cuda} (benchmarks/gpu_cell.sh)"
+PYTHON=$PY bash benchmarks/gpu_cell.sh || fail "one cell end to end (see the lines above)"
 
 step "done: status $status"
 ls -la "$OUT"
