@@ -34,7 +34,7 @@ def pgd_rows(model, split: data.Split, cell: dict, *, attacks_by_norm: dict[str,
     """Robust acc, balanced_acc and the forward+backward passes spent, per attack norm and epsilon."""
     rows = []
     n = len(split)
-    x, y = data.as_float(split.images), split.labels
+    x, y = split.images, split.labels  # uint8, made float batch by batch (robust_predictions)
     for norm, eps_list in attacks_by_norm.items():
         for res in robust_predictions(model, x, y, norm=norm, eps_list=eps_list, steps=steps,
                                      restarts=restarts, skip=skip, seed=seed, batch_size=batch_size):
@@ -47,7 +47,8 @@ def pgd_rows(model, split: data.Split, cell: dict, *, attacks_by_norm: dict[str,
     return rows
 
 
-def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch_size: int = 1000) -> list[dict]:
+def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch_size: int | None = None,
+                    data_on: str = "auto") -> list[dict]:
     """Tidy rows of one model on the corrupted test sets under ``{shift_dir}/{task}/``.
 
     Per corruption: acc and balanced_acc per severity 1..5 and their means (severity 0), plus medmnistc's
@@ -55,6 +56,7 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
     clean error)) for MedMNIST tasks. AlexNet's baselines were measured at 224 px: at other sizes these
     metrics are named ``be_not_comparable`` / ``rbe_not_comparable``. Corruption "mean": the same metrics
     averaged over the corruptions (texture_shuffled, a one-level counterfactual, stays out of it).
+    Each set is read in turn and held as ``data_on`` says (medgrid.placement); None batches: predict's default.
     """
     task, size = ds.info.name, int(ds.size)
     names = check_corruptions(task, corruptions)
@@ -75,7 +77,7 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
         path = shift.output_path(shift_dir, task, name)
         if not path.is_file():
             raise UserError(shift.missing_set_message(path, task, size, name, shift_dir))
-        split = shift.load_corrupted(path, ds.info, size, labels, name, device=test.labels.device)
+        split = shift.load_corrupted(path, ds.info, size, labels, name, device=test.device, data_on=data_on)
         pred = predict(model, split, batch_size=batch_size)[0].argmax(1).cpu().numpy()
         if levels(name) == 1:
             row(name, 0, "acc", metrics.accuracy(labels, pred), n)
@@ -106,12 +108,13 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
 
 def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[str, list[float]],
              steps: int = 20, restarts: int = 1, skip: bool = True, batch_size: int = 500,
-             clean: bool = True, shift_dir=None, shift_corruptions=None):
+             clean: bool = True, shift_dir=None, shift_corruptions=None, data_on: str = "auto"):
     """All clean and PGD rows of one checkpoint on the test split of ``ds``, as a validated table.
 
     ``shift_dir``: also the corruption rows on the MedMNIST-C sets under ``{shift_dir}/{task}/``
     (:func:`corruption_rows`; ``shift_corruptions`` restricts them). ``clean=False`` leaves the clean
-    rows out (e.g. a table of corruption rows only).
+    rows out (e.g. a table of corruption rows only). ``data_on``: where the corrupted sets are held
+    (medgrid.placement).
     """
     cell = results.cell_columns(settings)
     rows = []
@@ -121,7 +124,7 @@ def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[s
     rows += pgd_rows(model, ds.test, cell, attacks_by_norm=attacks_by_norm, steps=steps, restarts=restarts,
                      skip=skip, seed=int(settings["seed"]), batch_size=batch_size)
     if shift_dir is not None:
-        rows += corruption_rows(model, ds, cell, shift_dir, corruptions=shift_corruptions)
+        rows += corruption_rows(model, ds, cell, shift_dir, corruptions=shift_corruptions, data_on=data_on)
     if not rows:
         raise UserError("nothing to evaluate: no clean rows (--no-clean), no attack and no --shift-dir")
     return results.from_rows(rows, "evaluation")

@@ -63,3 +63,6 @@ NOT_ON_ZENODO = ("tissuemnist",)  # MedMNIST-C publishes every task but TissueMN
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+# where a command holds its splits: on the compute device, or in (pinned) host memory with batches
+# streamed to the device; auto: on the device when they take at most half of its free memory
+DATA_ON = ("auto", "device", "host")

@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid import checkpoint, data, epsilon, models, train
+    from medgrid import checkpoint, data, epsilon, models, placement, train
 
     eps = epsilon.parse_eps(args.eps)
     epsilon.check_training(args.norm, eps)
@@ -48,7 +48,9 @@ def run(args) -> None:
     check_writable(args.out)
     set_threads(args.threads)
     device = pick_device(args.device)
-    ds = data.load(args.task, args.size, args.data_dir, npz=args.data, device=device)
+    ds = data.load(args.task, args.size, args.data_dir, npz=args.data, device=device, splits=("train", "val"),
+                   data_on=args.data_on)
+    print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
     hp = train.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
                        attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
