@@ -28,7 +28,7 @@ MEDMNIST_2D = (
 SYNTHETIC_TASKS = ("synthetic", "synthetic-rgb")
 TASKS = MEDMNIST_2D + SYNTHETIC_TASKS
 SIZES = (28, 64, 128, 224)  # MedMNIST+ sizes
-SYNTHETIC_SIZES = (28, 64)
+SYNTHETIC_SIZES = SIZES  # the synthetic tasks are generated at every MedMNIST+ size
 SPLITS = ("train", "val", "test")
 
 # ------------------------------------------------------------------------------ training data
