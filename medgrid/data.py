@@ -189,7 +189,7 @@ def load(task: str, size: int, data_dir=None, *, npz=None, device="cpu", n_class
             images = read_images(z.zip, f"{split}_images", shapes[split], device, where)
             loaded[split] = Split(images, torch.from_numpy(labels[split].astype(np.int64)).to(device),
                                   torch.device(device))
-    except (UserError, torch.OutOfMemoryError):
+    except (UserError, torch.cuda.OutOfMemoryError):
         raise
     except Exception as exc:  # truncated zip member, bad CRC, bad npy header, ...
         raise npzfile.unreadable(path, exc, hint) from None
@@ -205,10 +205,18 @@ def read_images(zf, key: str, shape: tuple, device, where: str) -> torch.Tensor:
     memory (pinned when batches go to a GPU)."""
     n, h, w = shape[:3]
     c = shape[3] if len(shape) == 4 else 1
-    if where == "device":
-        out = torch.empty((n, c, h, w), dtype=torch.uint8, device=device)
-    else:
-        out = torch.empty((n, c, h, w), dtype=torch.uint8, pin_memory=placement.pinned(device, where))
+    pinned = placement.pinned(device, where)
+    try:
+        if where == "device":
+            out = torch.empty((n, c, h, w), dtype=torch.uint8, device=device)
+        else:
+            out = torch.empty((n, c, h, w), dtype=torch.uint8, pin_memory=pinned)
+    except RuntimeError as exc:  # out of memory (torch's allocators raise RuntimeError subclasses)
+        held = f"on {device}" if where == "device" else "in pinned host memory" if pinned else "in host memory"
+        hint = "; try --data-on host" if where == "device" else ""
+        reason = " ".join(str(exc).split())[:120]
+        raise UserError(f"not enough memory for {n * c * h * w / 2**30:.2f} GiB of images ({key}) {held} "
+                        f"({reason}){hint}") from None
     for start, block in npzfile.iter_rows(zf, key):
         chunk = torch.from_numpy(block)
         chunk = chunk.unsqueeze(1) if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)
@@ -223,7 +231,7 @@ def load_test(path: Path, labels: np.ndarray, shape: tuple, device, data_on: str
     try:
         with zipfile.ZipFile(path) as zf:
             images = read_images(zf, "test_images", shape, device, where)
-    except torch.OutOfMemoryError:
+    except (UserError, torch.cuda.OutOfMemoryError):
         raise
     except Exception as exc:  # truncated member, bad CRC, ...
         raise npzfile.unreadable(path, exc) from None

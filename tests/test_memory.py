@@ -105,6 +105,23 @@ def test_cut_short_member_is_a_user_error(tmp_path):
     assert "not a readable npz" in str(e.value) and "cut short" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_no_memory_for_the_images_is_one_line(tmp_path, fake_medmnist, monkeypatch):
+    fake_medmnist(tmp_path, "breastmnist", 28, n=(10, 3, 5))
+    real = torch.empty
+
+    def empty(*args, **kw):
+        if kw.get("dtype") is torch.uint8:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 7840 bytes.\n"
+                               "Error code 12")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    with pytest.raises(UserError) as e:
+        data.load("breastmnist", 28, tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "not enough memory" in msg and "train_images" in msg and "in host memory" in msg
+
+
 def test_write_npz_writes_strided_views_as_their_copies(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
     view = x.transpose(0, 2, 3, 1)  # NCHW memory seen as NHWC: neither C- nor F-contiguous
