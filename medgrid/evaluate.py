@@ -79,6 +79,7 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
             raise UserError(shift.missing_set_message(path, task, size, name, shift_dir))
         split = shift.load_corrupted(path, ds.info, size, labels, name, device=test.device, data_on=data_on)
         pred = predict(model, split, batch_size=batch_size)[0].argmax(1).cpu().numpy()
+        del split  # freed before the next set is read: one corrupted set in memory at a time
         if levels(name) == 1:
             row(name, 0, "acc", metrics.accuracy(labels, pred), n)
             row(name, 0, "balanced_acc", metrics.balanced_accuracy(labels, pred), n)
