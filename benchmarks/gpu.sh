@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# One prepared run for a GPU machine (written for one H200; under 6 minutes):
+# One prepared run for a GPU machine (written for one H200; steps 1-5 under 6 minutes, step 6 at most 200 s):
 #   1. build medgrid._C with its CUDA kernels against the torch already installed there
 #   2. a compute-sanitizer memcheck of the kernels (skipped when the tool is missing)
 #   3. pytest tests/test_ops.py (the CUDA tests run when a GPU is visible)
 #   4. benchmarks/pgd_step.py --device cuda, float32 and bfloat16 (and the CPU kernel on all cores)
 #   5. benchmarks/pgd_attack.py --device cuda (cnn-small and resnet18; skip/fused variants, torchattacks,
 #      and the update step's share of one PGD iteration, eager vs fused)
+#   6. benchmarks/memory.py at 224 px with the images in pinned host memory (--data-on host: batches
+#      streamed to the GPU), when medgrid's other dependencies (pandas, pyarrow, sklearn, tqdm) are there
 # Logs and JSON go to $OUT when set (else benchmarks/out): gpu_sh.log (this script's whole output),
-# build.log, memcheck.log and one JSON per benchmark run: 7 files (the device tool returns 8).
+# build.log, memcheck.log and one JSON per benchmark run: 8 files (the device tool returns 8).
 # Exit status: non-zero when a step failed; every step runs regardless, so one failure does not
 # hide the others' results.
 #
@@ -90,6 +92,16 @@ step "5. benchmarks/pgd_attack.py"
 # eager vs fused. One more file under $OUT (the device tool returns 8 files in all).
 timeout 170 $PY benchmarks/pgd_attack.py --device cuda --archs cnn-small resnet18 --n 1000 --repeats 3 \
     --threads "$(nproc)" --json "$OUT/pgd_attack_cuda.json" || fail "benchmark pgd_attack cuda"
+
+step "6. benchmarks/memory.py (224 px, --data-on host)"
+# The streamed path (pinned host memory, non_blocking copies per batch) has not run on a GPU elsewhere;
+# train and evaluate run through the CLI, so medgrid's other dependencies must be installed.
+if $PY -c "import pandas, pyarrow, sklearn, tqdm" 2>/dev/null; then
+    timeout 200 $PY benchmarks/memory.py --sizes 224 --mib 200 --device cuda --data-on host --threads "$(nproc)" \
+        --json "$OUT/memory_cuda_host.json" || fail "benchmark memory cuda host"
+else
+    echo "pandas, pyarrow, sklearn or tqdm missing: skipped"
+fi
 
 step "done: status $status"
 ls -la "$OUT"
