@@ -12,7 +12,7 @@ test: one attack or prediction batch, whichever is larger). On each file one pro
     medgrid train    --arch cnn-small --norm none --epochs 1 --batch-size 128        (loads train + val)
     medgrid evaluate --attack-norm linf --attack-eps 2/255 --attack-steps 1 --batch-size 128   (loads test)
 
-and its peak resident memory is read from the kernel when it ends (``os.wait4``: the process's VmHWM); on
+and its peak resident memory is what the process reports as it ends (its VmHWM in /proc/self/status); on
 CUDA the process also reports ``torch.cuda.max_memory_allocated``. The one-batch run's peak is the fixed
 overhead (Python, torch, the model, one batch of each kind); per size and command the table gives the data
 the full run loads, its peak, that overhead and
@@ -49,8 +49,11 @@ SPLITS = {"train": 0.5, "val": 0.1, "test": 0.4}
 CHANNELS, CLASSES = 3, 9  # PathMNIST's
 BATCH = 128  # training and attack batch
 BOUND = 1.5
-# runs `medgrid ARGS` in this process and reports the CUDA peak, if CUDA was used, on the last line of stderr
+# runs `medgrid ARGS` in this process, then reports its peak resident memory (VmHWM: the wait4 figure of a
+# child also counts what its parent held when it was spawned) and the CUDA peak, if CUDA was used
 CHILD = ("import sys\nfrom medgrid.cli import main\ncode = main(sys.argv[1:])\nimport torch\n"
+         "hwm = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')]\n"
+         "print('vmhwm-kib', hwm[0], file=sys.stderr)\n"
          "if torch.cuda.is_initialized():\n"
          "    print('cuda-peak', torch.cuda.max_memory_allocated(), file=sys.stderr)\nsys.exit(code)")
 
@@ -81,16 +84,15 @@ def run(argv: list[str], log: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = subprocess.run([sys.executable, "-c", CHILD, *argv], stdout=out, stderr=subprocess.STDOUT, env=env,
+                              cwd=REPO, check=False).returncode
     wall = time.perf_counter() - start
     text = log.read_text()
-    if proc.returncode != 0:
-        raise SystemExit(f"medgrid {' '.join(argv)} failed ({proc.returncode}); its output:\n{text[-3000:]}")
+    if code != 0:
+        raise SystemExit(f"medgrid {' '.join(argv)} failed ({code}); its output:\n{text[-3000:]}")
+    hwm = [int(line.split()[1]) for line in text.splitlines() if line.startswith("vmhwm-kib ")]
     cuda = [int(line.split()[1]) for line in text.splitlines() if line.startswith("cuda-peak ")]
-    return {"peak_rss": usage.ru_maxrss * 1024, "cuda_peak": cuda[-1] if cuda else None, "wall_s": round(wall, 1)}
+    return {"peak_rss": hwm[-1] * 1024, "cuda_peak": cuda[-1] if cuda else None, "wall_s": round(wall, 1)}
 
 
 def commands(folder: Path, size: int, args) -> dict[str, tuple[list[str], tuple[str, ...]]]:
