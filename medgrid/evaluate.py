@@ -46,7 +46,8 @@ def pgd_rows(cell: dict, y: torch.Tensor, pgd: dict[str, list[RobustResult]]) ->
     return rows
 
 
-def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch_size: int = 1000) -> list[dict]:
+def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch_size: int | None = None,
+                    data_on: str = "auto") -> list[dict]:
     """Tidy rows of one model on the MedMNIST-C test sets under ``{shift_dir}/{task}/``.
 
     Per corruption: acc and balanced_acc per severity 1..5 and their means (severity 0), plus medmnistc's
@@ -56,7 +57,8 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
     (rBE is left out when the control is not among the sets). AlexNet's baselines were measured at 224 px:
     at other sizes these metrics are named ``be_not_comparable`` / ``rbe_not_comparable``. One-level sets
     (texture_shuffled, resample_control) get acc and balanced_acc at severity 0 and stay out of the means
-    over corruptions (corruption "mean").
+    over corruptions (corruption "mean"). Each set is read in turn and held as ``data_on`` says
+    (medgrid.placement); None batches: predict's default.
     """
     task, size = ds.info.name, int(ds.size)
     names = check_corruptions(task, corruptions)
@@ -67,8 +69,9 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
         path = shift.output_path(shift_dir, task, name)
         if not path.is_file():
             raise UserError(shift.missing_set_message(path, task, size, name, shift_dir))
-        split = shift.load_corrupted(path, ds.info, size, labels, name, device=ds.test.labels.device)
+        split = shift.load_corrupted(path, ds.info, size, labels, name, device=ds.test.device, data_on=data_on)
         preds[name] = predict(model, split, batch_size=batch_size)[0].argmax(1).cpu().numpy()
+        del split  # freed before the next set is read: one corrupted set in memory at a time
     control_error = None
     if RESAMPLE_CONTROL in preds:
         control_error = 1.0 - metrics.balanced_accuracy(labels, preds[RESAMPLE_CONTROL])
@@ -112,14 +115,15 @@ def corruption_rows(model, ds, cell: dict, shift_dir, *, corruptions=None, batch
 def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[str, list[float]],
              steps: int = 20, restarts: int = 1, skip: bool = True, batch_size: int = 500,
              clean: bool = True, shift_dir=None, shift_corruptions=None, strong: StrongSettings | None = None,
-             sanity: SanitySettings | None = None, source_model=None):
+             sanity: SanitySettings | None = None, source_model=None, data_on: str = "auto"):
     """All rows of one checkpoint on the test split of ``ds``, as a validated table.
 
     Clean and training-health rows (unless ``clean=False``), PGD rows for ``attacks_by_norm``; ``strong``:
     the APGD ensemble on PGD's survivors (:mod:`medgrid.strong`); ``sanity``: the gradient-masking checks
     after it (:mod:`medgrid.sanity`; ``source_model``: the standard model the transfer check attacks);
     ``shift_dir``: the corruption rows on the MedMNIST-C sets under ``{shift_dir}/{task}/``
-    (:func:`corruption_rows`; ``shift_corruptions`` restricts them).
+    (:func:`corruption_rows`; ``shift_corruptions`` restricts them; ``data_on``: where each set is held,
+    medgrid.placement). The test images stay uint8 wherever they are held: attacks make float batches.
     """
     cell = results.cell_columns(settings)
     seed = int(settings["seed"])
@@ -130,7 +134,7 @@ def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[s
     if sanity is not None and strong is None:
         raise UserError("the gradient-masking checks compare with the strong evaluation: enable it too")
     if attacks_by_norm:
-        x, y = data.as_float(ds.test.images), ds.test.labels
+        x, y = ds.test.images, ds.test.labels  # uint8, made float batch by batch (or subset by subset)
         pgd = {norm: robust_predictions(model, x, y, norm=norm, eps_list=eps_list, steps=steps, restarts=restarts,
                                         skip=skip, seed=seed, batch_size=batch_size)
                for norm, eps_list in attacks_by_norm.items()}
@@ -143,7 +147,7 @@ def evaluate(model, settings: dict, ds: data.Dataset, *, attacks_by_norm: dict[s
     elif strong is not None:
         raise UserError("the strong evaluation attacks PGD's survivors: give --attack-norm/--attack-eps too")
     if shift_dir is not None:
-        rows += corruption_rows(model, ds, cell, shift_dir, corruptions=shift_corruptions)
+        rows += corruption_rows(model, ds, cell, shift_dir, corruptions=shift_corruptions, data_on=data_on)
     if not rows:
         raise UserError("nothing to evaluate: no clean rows (--no-clean), no attack and no --shift-dir")
     return results.from_rows(rows, "evaluation")

@@ -81,9 +81,19 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _layout(images: torch.Tensor) -> np.ndarray:
-    """uint8 (N, C, H, W) tensor -> MedMNIST layout: (N, H, W) for one channel, (N, H, W, C) otherwise."""
+    """uint8 (N, C, H, W) tensor -> MedMNIST layout: (N, H, W) for one channel, (N, H, W, C) otherwise.
+
+    A view where the images are in host memory (npz.write_npz writes strided arrays without a copy); images
+    allocated channels-last (:func:`_output`) are already contiguous in that layout.
+    """
     a = images.cpu().numpy()
-    return a[:, 0] if a.shape[1] == 1 else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    return a[:, 0] if a.shape[1] == 1 else a.transpose(0, 2, 3, 1)
+
+
+def _output(split: data.Split) -> torch.Tensor:
+    """An empty uint8 (N, C, H, W) tensor for a new training split, in host memory and laid out channels-last,
+    i.e. as the npz stores it: the images are written to the file without another copy."""
+    return torch.empty(split.images.shape, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
 
 
 def _labels(labels: torch.Tensor) -> np.ndarray:
@@ -112,10 +122,10 @@ def nonrobust(model, split: data.Split, n_classes: int, *, mode: str, norm: str 
     ``success["rounded"][i]`` says whether ``model`` classifies the image i as written (rounded to uint8)
     as its target, ``success["float"][i]`` the same for the attack's float iterate before rounding.
     """
-    device = split.images.device
+    device = split.device
     t_all = targets(split.labels, n_classes, mode, rand_targets=rand_targets, generator=_generator(seed, 1, device))
     start_gen = _generator(seed, 2, device)
-    out = torch.empty_like(split.images)
+    out = _output(split)
     success = {k: torch.empty(len(split), dtype=torch.bool, device=device) for k in ("float", "rounded")}
     n = len(split)
     with eval_mode(model):
@@ -123,7 +133,7 @@ def nonrobust(model, split: data.Split, n_classes: int, *, mode: str, norm: str 
                    disable=None if progress else True, mininterval=1.0, unit="batch")
         for start in bar:
             sl = slice(start, start + batch_size)
-            x = data.as_float(split.images[sl])
+            x = data.float_batch(split, sl)
             t = t_all[sl]
             x_adv = perturb(model, x, t, norm=norm, eps=eps, alpha=step_size, steps=steps,
                              random_init=random_start, targeted=True, generator=start_gen)
@@ -175,7 +185,7 @@ def robust(model, split: data.Split, *, steps: int = 1000, step_size: float = 0.
     """
     if init not in ROBUST_INITS:
         raise UserError(f"unknown --init {init!r}; valid: {', '.join(ROBUST_INITS)}")
-    device = split.images.device
+    device = split.device
     n = len(split)
     if init == "other":
         perm = torch.randperm(n, generator=_generator(seed, 3, device), device=device)
@@ -183,7 +193,7 @@ def robust(model, split: data.Split, *, steps: int = 1000, step_size: float = 0.
             fixed = perm == torch.arange(n, device=device)
             perm[fixed] = (perm[fixed] + 1) % n
     noise_gen = _generator(seed, 4, device)
-    out = torch.empty_like(split.images)
+    out = _output(split)
     correct = torch.empty(n, dtype=torch.bool, device=device)
     rel_sum = 0.0
     n_batches = math.ceil(n / batch_size)
@@ -192,9 +202,9 @@ def robust(model, split: data.Split, *, steps: int = 1000, step_size: float = 0.
                    disable=None if progress else True, mininterval=1.0, unit="step")  # None: only on a terminal
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
-            x = data.as_float(split.images[sl])
+            x = data.float_batch(split, sl)
             if init == "other":
-                x0 = data.as_float(split.images[perm[sl]])
+                x0 = data.float_batch(split, perm[sl])
             else:
                 x0 = torch.rand(x.shape, generator=noise_gen, device=device)
             x_r, done = x0, 0

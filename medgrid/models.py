@@ -18,6 +18,32 @@ from torch.nn import functional as F
 from medgrid.errors import UserError
 
 
+FIT_CHUNK = 1 << 24  # values of a training split reduced at once (a 64 MiB float32 copy at most)
+
+
+@torch.no_grad()
+def channel_stats(images_uint8: torch.Tensor, chunk: int = FIT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and unbiased std, in [0, 1] units (float32 on the CPU), of uint8 (N, C, H, W) images.
+
+    The images are counted chunk by chunk (about ``chunk`` values at a time, on their own device) into a
+    histogram of the 256 grey levels per channel; mean and variance follow from it in float64, exactly up
+    to that rounding, whatever the chunking.
+    """
+    n, c = images_uint8.shape[:2]
+    rows = max(1, chunk // max(1, images_uint8[:1].numel()))
+    counts = torch.zeros((c, 256), dtype=torch.int64, device=images_uint8.device)
+    for start in range(0, n, rows):
+        block = images_uint8[start:start + rows]
+        for ch in range(c):
+            counts[ch] += torch.bincount(block[:, ch].reshape(-1), minlength=256)
+    counts = counts.cpu().double()
+    levels = torch.arange(256, dtype=torch.float64)
+    total = counts.sum(1)
+    mean = (counts * levels).sum(1) / total
+    var = (counts * (levels[None] - mean[:, None]) ** 2).sum(1) / (total - 1)
+    return (mean / 255.0).float(), (var.sqrt() / 255.0).float()
+
+
 class Normalize(nn.Module):
     """(x - mean) / std per channel; the statistics are buffers so they travel with the weights."""
 
@@ -28,10 +54,19 @@ class Normalize(nn.Module):
 
     @torch.no_grad()
     def fit(self, images_uint8: torch.Tensor) -> None:
-        """Set mean and std from a (N, C, H, W) uint8 training split."""
-        x = images_uint8.float().div_(255.0)
-        self.mean.copy_(x.mean(dim=(0, 2, 3)).view_as(self.mean))
-        self.std.copy_(x.std(dim=(0, 2, 3)).clamp_min(1e-3).view_as(self.std))
+        """Set mean and (unbiased) std per channel from a (N, C, H, W) uint8 training split.
+
+        A split of at most FIT_CHUNK values is converted to float32 whole and reduced by torch (as medgrid
+        always did, so these statistics are unchanged); a larger one is never copied whole: its statistics
+        come from :func:`channel_stats`, chunk by chunk, wherever the split is held.
+        """
+        if images_uint8.numel() <= FIT_CHUNK:
+            x = images_uint8.cpu().float().div_(255.0)
+            mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+        else:
+            mean, std = channel_stats(images_uint8)
+        self.mean.copy_(mean.view_as(self.mean))
+        self.std.copy_(std.clamp_min(1e-3).view_as(self.std))
 
     def forward(self, x):
         return (x - self.mean) / self.std

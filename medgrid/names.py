@@ -28,7 +28,7 @@ MEDMNIST_2D = (
 SYNTHETIC_TASKS = ("synthetic", "synthetic-rgb")
 TASKS = MEDMNIST_2D + SYNTHETIC_TASKS
 SIZES = (28, 64, 128, 224)  # MedMNIST+ sizes
-SYNTHETIC_SIZES = (28, 64)
+SYNTHETIC_SIZES = SIZES  # the synthetic tasks are generated at every MedMNIST+ size
 SPLITS = ("train", "val", "test")
 ARCHS = ("cnn-small", "resnet18", "preact-resnet18")  # the model registry's names (medgrid.models.MODELS)
 
@@ -75,3 +75,6 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 SELECTIONS = ("best_val", "last")  # the epoch a run keeps: best validation balanced accuracy, or the last
+# where a command holds its splits: on the compute device, or in (pinned) host memory with batches
+# streamed to the device; auto: on the device when they take at most half of its free memory
+DATA_ON = ("auto", "device", "host")

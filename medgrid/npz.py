@@ -37,7 +37,9 @@ def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             for key in sorted(arrays):
-                arr = np.ascontiguousarray(np.asarray(arrays[key]))
+                arr = np.asarray(arrays[key])  # a strided view (e.g. NCHW seen as NHWC) is written without a copy
+                if arr.flags.f_contiguous and not arr.flags.c_contiguous:
+                    arr = np.ascontiguousarray(arr)  # (numpy would record it column-major)
                 if arr.dtype.hasobject:
                     raise ValueError(f"write_npz: array {key!r} has object dtype")
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -142,15 +144,76 @@ def check_file(path: Path, info, size: int) -> None:
 
 def _npy_header(fh) -> tuple[tuple, np.dtype]:
     """(shape, dtype) of an .npy stream without reading its data."""
+    shape, _, dtype = _npy_header_full(fh)
+    return shape, dtype
+
+
+def _npy_header_full(fh) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran_order, dtype) of an .npy stream; the stream is left at the start of the data."""
     fmt = np.lib.format
     version = fmt.read_magic(fh)
     if version == (1, 0):
-        shape, _, dtype = fmt.read_array_header_1_0(fh)
+        shape, fortran, dtype = fmt.read_array_header_1_0(fh)
     elif version == (2, 0):
-        shape, _, dtype = fmt.read_array_header_2_0(fh)
+        shape, fortran, dtype = fmt.read_array_header_2_0(fh)
     else:  # 3.0 (utf-8 field names): only the private reader handles it
-        shape, _, dtype = fmt._read_array_header(fh, version)
-    return tuple(shape), np.dtype(dtype)
+        shape, fortran, dtype = fmt._read_array_header(fh, version)
+    return tuple(shape), bool(fortran), np.dtype(dtype)
+
+
+def member_name(zf: zipfile.ZipFile, key: str) -> str:
+    """The zip member that holds array ``key`` (``key.npy``, as numpy writes it, or ``key`` itself)."""
+    return f"{key}.npy" if f"{key}.npy" in zf.namelist() else key
+
+
+def member_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of array ``key`` of an open npz (zip), from its header only."""
+    with zf.open(member_name(zf, key)) as fh:
+        return _npy_header(fh)
+
+
+READ_CHUNK = 1 << 22  # bytes of an array decompressed at a time by iter_rows
+READ_PIECE = 1 << 18  # bytes asked of the zip member at a time
+
+
+def iter_rows(zf: zipfile.ZipFile, key: str, chunk_bytes: int | None = None):
+    """Array ``key`` of an open npz (zip) as consecutive blocks of rows: yields ``(start, block)``.
+
+    The member is read once, decompressed on the fly into one reused buffer of about ``chunk_bytes`` (default
+    READ_CHUNK), so the whole array is never held: a caller copies each block where it belongs before asking
+    for the next. The member's end is read too, so zip's CRC check runs. Raises ValueError when the data are
+    cut short.
+    """
+    chunk_bytes = READ_CHUNK if chunk_bytes is None else chunk_bytes
+    name = member_name(zf, key)
+    with zf.open(name) as fh:
+        shape, fortran, dtype = _npy_header_full(fh)
+        if dtype.hasobject:
+            raise ValueError(f"{key} holds Python objects, not numbers")
+        if fortran and len(shape) > 1:  # column-major data: numpy's reader, then rows (never MedMNIST's case)
+            fh.close()
+            with zf.open(name) as whole:
+                yield 0, np.ascontiguousarray(np.lib.format.read_array(whole, allow_pickle=False))
+            return
+        if not shape:
+            raise ValueError(f"{key} is a single number, not an array of rows")
+        n = shape[0]
+        row_shape = tuple(shape[1:])
+        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+        rows = max(1, chunk_bytes // max(row_bytes, 1))
+        buf = np.empty((min(rows, n),) + row_shape, dtype=dtype)
+        raw = memoryview(buf.reshape(-1).view(np.uint8))
+        for start in range(0, n, rows):
+            k = min(rows, n - start)
+            want, got = k * row_bytes, 0
+            while got < want:  # in pieces: zipfile's read holds a few copies of what it is asked for
+                m = fh.readinto(raw[got:min(want, got + READ_PIECE)])
+                if not m:
+                    raise ValueError(f"{key}: data cut short ({start * row_bytes + got} of {n * row_bytes} bytes)")
+                got += m
+            yield start, buf[:k]
+        while fh.read(1 << 16):  # read to the member's end: zipfile checks the CRC there
+            pass
 
 
 def sha256(path: Path) -> str:
@@ -161,11 +224,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_test(path: Path, info, size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """test_images and test_labels (flat int64) of a MedMNIST-layout npz, checked against the task.
-
-    ``what`` says what the file is for, in the message when it is missing.
-    """
+def read_test_labels(path: Path, info, size: int, what: str) -> tuple[np.ndarray, tuple]:
+    """test_labels (flat int64) and the shape of test_images of a MedMNIST-layout npz, checked against the
+    task, without reading the images. ``what`` says what the file is for, in the message when it is missing."""
     if not path.is_file():
         raise UserError(f"{path} not found ({what})")
     try:
@@ -174,13 +235,28 @@ def read_test(path: Path, info, size: int, what: str) -> tuple[np.ndarray, np.nd
             if missing:
                 raise UserError(f"{path} lacks {', '.join(missing)} (has: {', '.join(sorted(z.files)) or 'nothing'});"
                                 f" expected MedMNIST's layout")
-            images, labels = z["test_images"], z["test_labels"]
+            shape, dtype = member_header(z.zip, "test_images")
+            labels = z["test_labels"]
     except UserError:
         raise
     except Exception as exc:  # not a zip, truncated member, pickled object, ...
         raise unreadable(path, exc) from None
-    check_images(str(path), "test_images", images.dtype, images.shape, info, size)
-    flat = check_labels(str(path), "test_labels", labels, images.shape[0], info)
+    check_images(str(path), "test_images", dtype, shape, info, size)
+    flat = check_labels(str(path), "test_labels", labels, shape[0], info)
+    return flat.astype(np.int64), shape
+
+
+def read_test(path: Path, info, size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """test_images and test_labels (flat int64) of a MedMNIST-layout npz, checked against the task.
+
+    ``what`` says what the file is for, in the message when it is missing.
+    """
+    labels, _ = read_test_labels(path, info, size, what)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images = z["test_images"]
+    except Exception as exc:  # truncated member, bad CRC, ...
+        raise unreadable(path, exc) from None
     if images.ndim == 4 and images.shape[-1] == 1:  # greyscale stored as (N, H, W, 1)
         images = images[..., 0]
-    return images, flat.astype(np.int64)
+    return images, labels

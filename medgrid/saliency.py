@@ -104,7 +104,7 @@ def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, at
                                 f"{path} has {s[key]!r}; the figure compares models of one task")
     task, size = first["task"], int(first["size"])
     n_classes = int(first["n_classes"]) if task in SYNTHETIC_TASKS else None
-    ds = data.load(task, size, data_dir, npz=data_npz, n_classes=n_classes)
+    ds = data.load(task, size, data_dir, npz=data_npz, n_classes=n_classes, splits=("test",))
 
     if attack_norm is None or attack_eps is None:
         robust = next(((s["norm"], float(s["eps"])) for s in settings if s["norm"] != "none"), DEFAULT_ATTACK)

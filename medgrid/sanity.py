@@ -34,6 +34,7 @@ from medgrid import metrics, results, seeding
 from medgrid.attacks.pgd import perturb
 from medgrid.attacks.steps import default_alpha
 from medgrid.attacks.sweep import eps_key, robust_predictions
+from medgrid.data import take, take_float
 from medgrid.errors import UserError
 from medgrid.models import eval_mode
 from medgrid.strong import StrongOutcome
@@ -66,10 +67,10 @@ def _acc(correct: torch.Tensor) -> float:
 def sanity_rows(model, x: torch.Tensor, y: torch.Tensor, cell: dict, strong: StrongOutcome,
                 settings: SanitySettings, *, seed: int = 0, source_model=None) -> list[dict]:
     """Every check's rows (module doc) for ``model`` on (x, y), the whole test split, after the strong
-    evaluation ``strong``."""
+    evaluation ``strong``; ``x`` float, or uint8 images of which only the checked subset is made float."""
     k = min(settings.samples, len(strong.index))
     index = strong.index[:k]
-    xs, ys = x[index], y[index]
+    xs, ys = take(x, index, y.device), y[index]  # uint8 stays uint8: each check makes float batches
     tol, rows = settings.tolerance, []
     pgd_kw = dict(steps=settings.steps, seed=seeding.derive(seed, seeding.STREAM_SANITY),
                   batch_size=settings.batch_size)
@@ -100,7 +101,7 @@ def _black_box_rows(model, xs, ys, cell, worst, settings: SanitySettings, seed: 
         raise UserError("the black-box check needs torchattacks: pip install --no-deps torchattacks==3.5.1 "
                         "(or turn the sanity checks off)") from None
     m = min(settings.square_samples, xs.shape[0])
-    xq, yq = xs[:m], ys[:m]
+    xq, yq = take_float(xs, slice(0, m), ys.device), ys[:m]
     attack = torchattacks.Square(model, norm={"linf": "Linf", "l2": "L2"}[worst.norm], eps=worst.eps,
                                  n_queries=settings.square_queries, n_restarts=1,
                                  seed=seeding.derive(seed, seeding.STREAM_SANITY, 1, eps_key(worst.eps)) % 2**31)
@@ -118,15 +119,18 @@ def _black_box_rows(model, xs, ys, cell, worst, settings: SanitySettings, seed: 
 
 def _transfer_rows(model, source, xs, ys, cell, worst, settings: SanitySettings, seed: int) -> list[dict]:
     """PGD examples made on ``source`` at the result's epsilon, evaluated on ``model``, against the worst case."""
-    gen = seeding.torch_generator(seed, seeding.STREAM_SANITY, 2, eps_key(worst.eps), device=xs.device)
-    adv = []
+    device = ys.device
+    gen = seeding.torch_generator(seed, seeding.STREAM_SANITY, 2, eps_key(worst.eps), device=device)
+    pred, clean = [], []
     for start in range(0, xs.shape[0], settings.batch_size):
         sl = slice(start, start + settings.batch_size)
-        adv.append(perturb(source, xs[sl], ys[sl], norm=worst.norm, eps=worst.eps, steps=settings.steps,
-                           alpha=default_alpha(worst.eps, settings.steps), generator=gen))
-    with eval_mode(model), torch.no_grad():
-        pred = model(torch.cat(adv)).argmax(1)
-        clean = model(xs).argmax(1)
+        xb = take_float(xs, sl, device)
+        adv = perturb(source, xb, ys[sl], norm=worst.norm, eps=worst.eps, steps=settings.steps,
+                      alpha=default_alpha(worst.eps, settings.steps), generator=gen)
+        with eval_mode(model), torch.no_grad():
+            pred.append(model(adv).argmax(1))
+            clean.append(model(xb).argmax(1))
+    pred, clean = torch.cat(pred), torch.cat(clean)
     correct = (pred == ys) & (clean == ys)  # a sample the model misclassifies clean is broken for every attack
     common = dict(eval_kind="transfer", eval_norm=worst.norm, eval_eps=worst.eps, n=xs.shape[0])
     rows = [results.make_row(cell, metric="acc", value=_acc(correct), **common),

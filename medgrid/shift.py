@@ -133,7 +133,7 @@ def _clean_test_set(task: str, size: int, data_dir: Path, info, corrupt_at: str,
     images, labels = npzfile.read_test(src, info, src_size, "the clean test set to corrupt")
     if src_size != size and model_npz.is_file():
         # the 224-px and model-size test sets are the same samples in the same order
-        _, model_labels = npzfile.read_test(model_npz, info, size, "the model-size test set")
+        model_labels, _ = npzfile.read_test_labels(model_npz, info, size, "the model-size test set")
         if not np.array_equal(model_labels, labels):
             raise UserError(f"{src} and {model_npz} have different test labels; they must be the same task's "
                             f"test split at two sizes")
@@ -214,7 +214,7 @@ def _download_one(task: str, size: int, data_dir: Path, out_dir, name: str, info
         raise UserError(f"{name}.npz of {archive} is not five copies of one test set (MedMNIST-C's layout)")
     model_npz = tasks.npz_path(data_dir, task, size)
     if model_npz.is_file():
-        _, clean_labels = npzfile.read_test(model_npz, info, size, "the model-size test set")
+        clean_labels, _ = npzfile.read_test_labels(model_npz, info, size, "the model-size test set")
         if not np.array_equal(clean_labels, labels[:n]):
             raise UserError(f"{name}.npz of {archive} does not hold the test labels of {model_npz}")
     if size != CALIBRATED_SIZE:
@@ -225,16 +225,18 @@ def _download_one(task: str, size: int, data_dir: Path, out_dir, name: str, info
 # ------------------------------------------------------------------------------------- reading
 
 
-def load_corrupted(path: Path, info, size: int, test_labels, name: str, device="cpu"):
-    """A corrupted set as a data.Split, checked: MedMNIST-C layout, model size, clean labels tiled per level."""
-    images, labels = npzfile.read_test(path, info, size, f"corruption {name}")
+def load_corrupted(path: Path, info, size: int, test_labels, name: str, device="cpu", data_on: str = "auto"):
+    """A corrupted set as a data.Split, checked: MedMNIST-C layout, model size, clean labels tiled per level.
+
+    The images are read once, straight into place (``data_on``: see medgrid.placement), after the labels."""
+    labels, shape = npzfile.read_test_labels(path, info, size, f"corruption {name}")
     expected = np.tile(np.asarray(test_labels).reshape(-1), levels(name))
     if labels.shape != expected.shape or not np.array_equal(labels, expected):
         times = levels(name)
         what = "the clean test labels" if times == 1 else f"the clean test labels {times} times"
         raise UserError(f"{path}: expected {len(expected)} images labelled as {what} (MedMNIST-C layout: "
                         f"severities 1..5 concatenated), got {len(labels)}")
-    return data.to_split(images, labels, device)
+    return data.load_test(path, labels, shape, device, data_on)
 
 
 def missing_set_message(path: Path, task: str, size: int, name: str, shift_dir) -> str:

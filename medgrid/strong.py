@@ -18,6 +18,7 @@ import torch
 from medgrid import metrics, results, seeding
 from medgrid.attacks.ensemble import EnsembleResult, ensemble_predictions
 from medgrid.attacks.sweep import RobustResult
+from medgrid.data import take
 from medgrid.errors import UserError
 
 
@@ -79,11 +80,12 @@ def restrict(res: RobustResult, index: torch.Tensor) -> RobustResult:
 def strong_rows(model, x: torch.Tensor, y: torch.Tensor, cell: dict, pgd: dict[str, list[RobustResult]],
                 settings: StrongSettings, *, seed: int = 0) -> tuple[list[dict], StrongOutcome]:
     """Rows ``apgd-ce``, ``apgd-t`` and ``worst`` at every epsilon of ``settings.grid`` (see the module doc),
-    and the outcome the sanity checks use. ``pgd``: the PGD results on all of (x, y), per norm."""
+    and the outcome the sanity checks use. ``pgd``: the PGD results on all of (x, y), per norm. ``x``: float, or
+    uint8 images (wherever held) of which only the attacked subset is made float."""
     attack_eps = {norm: sorted(r.eps for r in res) for norm, res in pgd.items()}
     grid = settings.grid(attack_eps)
-    index = subset(x.shape[0], settings.samples, seed, x.device)
-    xs, ys = x[index], y[index]
+    index = subset(x.shape[0], settings.samples, seed, y.device)
+    xs, ys = take(x, index, y.device), y[index]  # uint8 stays uint8: the ensemble makes float batches
     outcome = StrongOutcome(index, attack_eps)
     rows = []
     for norm, eps_list in grid.items():

@@ -78,8 +78,13 @@ def texture_patterns(n_classes: int, size: int, seed: int) -> np.ndarray:
 
 
 def _robust_images(labels: np.ndarray, size: int, n_channels: int, n_classes: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """float32 images (N, H, W, n_channels) in [0, 1] grey-level units carrying only the robust feature."""
+                   rng: np.random.Generator, block: int | None = None):
+    """float32 images (N, H, W, n_channels) in [0, 1] grey-level units carrying only the robust feature.
+
+    Yielded ``block`` images at a time as ``(start, images)`` (default :data:`_BLOCK`), so no whole-chunk
+    float image is held; the draws from ``rng``, and so every value, do not depend on ``block``.
+    """
+    block = _BLOCK if block is None else block
     n = labels.shape[0]
     f = size / 28
     centres = class_centres(n_classes, size)
@@ -90,21 +95,29 @@ def _robust_images(labels: np.ndarray, size: int, n_channels: int, n_classes: in
     axis = np.arange(size, dtype=np.float64)
     gy = np.exp(-((axis[None, :] - pos[:, :1]) ** 2) / (2 * width[:, None] ** 2))
     gx = np.exp(-((axis[None, :] - pos[:, 1:]) ** 2) / (2 * width[:, None] ** 2))
-    blob = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)  # (n, H, W), peak 1
-    # clutter: white noise blurred with sigma 3 px (x f), periodic, scaled to std 0.06
-    clutter = _gauss_filter(rng.standard_normal((n, size, size), dtype=np.float32), _CLUTTER_SIGMA * f)
-    clutter *= np.float32(_CLUTTER_STD / _blur_gain(_CLUTTER_SIGMA * f))
-    if n_channels == 1:
-        img = (bg[:, None, None] + peak[:, None, None] * blob).astype(np.float32) + clutter
-        img = img[..., None]
-    else:
+    # clutter: white noise blurred with sigma 3 px (x f), periodic, scaled to std 0.06 (each image on its own)
+    gain = np.float32(_CLUTTER_STD / _blur_gain(_CLUTTER_SIGMA * f))
+    clutter = np.empty((n, size, size), dtype=np.float32)
+    for start in range(0, n, block):
+        c = _gauss_filter(rng.standard_normal((min(block, n - start), size, size), dtype=np.float32),
+                          _CLUTTER_SIGMA * f)
+        c *= gain
+        clutter[start:start + block] = c
+    if n_channels > 1:
         # colour is a nuisance: a random background tint and blob colour per image (not class-related)
         tint = rng.uniform(0.85, 1.15, size=(n, 1, 1, n_channels)).astype(np.float32)
         colour = rng.uniform(0.6, 1.0, size=(n, 1, 1, n_channels)).astype(np.float32)
-        img = (bg[:, None, None, None].astype(np.float32) * tint + clutter[..., None]
-               + (peak[:, None, None, None].astype(np.float32) * colour) * blob[..., None])
-    img += np.float32(_PIXEL_NOISE) * rng.standard_normal(img.shape, dtype=np.float32)
-    return img
+    for start in range(0, n, block):
+        sl = slice(start, start + block)
+        blob = (gy[sl, :, None] * gx[sl, None, :]).astype(np.float32)  # (k, H, W), peak 1
+        if n_channels == 1:
+            img = (bg[sl, None, None] + peak[sl, None, None] * blob).astype(np.float32) + clutter[sl]
+            img = img[..., None]
+        else:
+            img = (bg[sl, None, None, None].astype(np.float32) * tint[sl] + clutter[sl, ..., None]
+                   + (peak[sl, None, None, None].astype(np.float32) * colour[sl]) * blob[..., None])
+        img += np.float32(_PIXEL_NOISE) * rng.standard_normal(img.shape, dtype=np.float32)
+        yield start, img
 
 
 def _blur_gain(sigma: float) -> float:
@@ -116,6 +129,7 @@ def _blur_gain(sigma: float) -> float:
 
 
 _CHUNK = 500  # images drawn per random stream, so a split's first images do not depend on its size
+_BLOCK = 50  # images of a chunk assembled at a time (memory only: the values do not depend on it)
 
 
 def generate(task: str, size: int, *, seed: int = 0, n_classes: int = 4, amplitude: int = 4,
@@ -161,11 +175,11 @@ def generate(task: str, size: int, *, seed: int = 0, n_classes: int = 4, amplitu
         for chunk, start in enumerate(range(0, n, _CHUNK)):
             lab = labels[start:start + _CHUNK]
             rng = seeding.numpy_rng(seed, seeding.STREAM_SYNTHETIC_IMAGES, index, chunk)
-            img = _robust_images(lab, size, channels, n_classes, rng)
-            base = np.clip(np.rint(img * np.float32(255.0)), amplitude, 255 - amplitude).astype(np.int16)
             tex = lab if texture is None else texture[start:start + _CHUNK]
-            base += amplitude * patterns[tex][..., None]
-            images[start:start + _CHUNK] = base
+            for at, img in _robust_images(lab, size, channels, n_classes, rng):
+                base = np.clip(np.rint(img * np.float32(255.0)), amplitude, 255 - amplitude).astype(np.int16)
+                base += amplitude * patterns[tex[at:at + len(img)]][..., None]
+                images[start + at:start + at + len(img)] = base
         out[f"{split}_images"] = images[..., 0] if channels == 1 else images
         out[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
     return out

@@ -101,13 +101,14 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
     seed_everything(seeds["init"])
     on_cuda = torch.device(device).type == "cuda"
     model = models.build(arch, ds.info.n_channels, ds.info.n_classes, ds.size)
-    model.normalize.fit(ds.train.images.cpu())
+    model.normalize.fit(ds.train.images)  # in chunks where it is held; small splits exactly as always
     model = model.to(device)
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, hp)
-    gen = torch.Generator(device=ds.train.images.device).manual_seed(seeds["order"])
-    attack_gen = torch.Generator(device=ds.train.images.device).manual_seed(seeds["attack"])
+    # on the compute device, wherever the images are held: the same batches and starts either way
+    gen = torch.Generator(device=ds.train.device).manual_seed(seeds["order"])
+    attack_gen = torch.Generator(device=ds.train.device).manual_seed(seeds["attack"])
     steps_per_epoch = math.ceil(len(ds.train) / hp.batch_size)
     total = hp.epochs * steps_per_epoch
     adversarial = norm != "none" and eps > 0
@@ -169,6 +170,6 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         "init_seed": seeds["init"], "order_seed": seeds["order"], "attack_seed": seeds["attack"],
         "selection": selection, "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,
         "val_health": val_health.as_dict(),
-        "device": str(device), "torch_version": str(torch.__version__), "medgrid_version": __version__,
+        "device": str(device), "data_on": ds.data_on, "torch_version": str(torch.__version__), "medgrid_version": __version__,
     }
     return model, settings

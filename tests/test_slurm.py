@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-from test_workflow import REPO, copy_workflow, snakemake, tool_env, write_yaml
+from test_workflow import REPO, copy_workflow, snakemake, write_yaml
 
 SETUP = REPO / "scripts" / "slurm_localhost.sh"
 CELL = "results/synthetic/28/cnn-small/none-0/seed0"

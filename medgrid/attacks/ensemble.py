@@ -20,6 +20,7 @@ from medgrid.attacks.apgd import run_apgd
 from medgrid.attacks.pgd import Outcome
 from medgrid.attacks.steps import check_norm
 from medgrid.attacks.sweep import RobustResult, eps_key
+from medgrid.data import take_float
 from medgrid.models import eval_mode
 
 STAGES = ("apgd-ce", "apgd-t")
@@ -42,7 +43,8 @@ class EnsembleResult:
 
 def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[RobustResult], *, iterations: int = 100,
                          n_targets: int = 9, seed: int = 0, batch_size: int = 500) -> list[EnsembleResult]:
-    """Run APGD-CE and APGD-T on (x, y) after the PGD results ``pgd`` (one norm, on the same samples).
+    """Run APGD-CE and APGD-T on (x, y) after the PGD results ``pgd`` (one norm, on the same samples); ``x`` float,
+    or uint8 images made float one batch at a time on ``y``'s device.
 
     ``n_targets``: APGD-T's target classes (at most n_classes - 1), the ones with the highest clean logits
     after the predicted class, one APGD run each, on the samples the previous targets left unbroken.
@@ -53,14 +55,14 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
         raise ValueError(f"one norm at a time, got {sorted(norms)}")
     norm = norms.pop()
     check_norm(norm)
-    n, device = x.shape[0], x.device
+    n, device = x.shape[0], y.device
     pred = {(r.eps, s): torch.empty(n, dtype=torch.long, device=device) for r in pgd for s in STAGES}
     broken = {(r.eps, s): torch.empty(n, dtype=torch.bool, device=device) for r in pgd for s in STAGES}
     evals = {(r.eps, s): 0 for r in pgd for s in STAGES}
     with eval_mode(model):
         for batch, start in enumerate(range(0, n, batch_size)):
             sl = slice(start, start + batch_size)
-            xb, yb = x[sl], y[sl]
+            xb, yb = take_float(x, sl, device), y[sl]
             with torch.no_grad():
                 clean = model(xb)
             outcome = Outcome(clean.argmax(1), yb)

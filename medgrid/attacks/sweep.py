@@ -16,6 +16,7 @@ import torch
 from medgrid import seeding
 from medgrid.attacks.pgd import Outcome, run_restart
 from medgrid.attacks.steps import check_norm, default_alpha, random_start
+from medgrid.data import as_float
 from medgrid.models import eval_mode
 
 
@@ -46,16 +47,19 @@ def robust_predictions(model, x, y, *, norm: str, eps_list, steps: int = 20, res
     """Robust predictions of ``model`` on (x, y) for every epsilon in ``eps_list``.
 
     Step size :func:`~medgrid.attacks.steps.default_alpha`; random starts are drawn for the whole
-    batch, whatever is skipped.
+    batch, whatever is skipped. ``x`` float in [0, 1], or uint8 images (wherever they are held) made float
+    on ``y``'s device one batch at a time, so a whole float copy of the set is never made.
     """
     check_norm(norm)
     eps_sorted = sorted(float(e) for e in eps_list)
-    n, device = x.shape[0], x.device
+    n, device = x.shape[0], y.device
     preds = {e: torch.empty(n, dtype=torch.long, device=device) for e in eps_sorted}
     evals = {e: 0 for e in eps_sorted}
     with eval_mode(model), torch.enable_grad():
         for batch, start in enumerate(range(0, n, batch_size)):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            if xb.dtype == torch.uint8:
+                xb = as_float(xb.to(device, non_blocking=True))
             with torch.no_grad():
                 outcome = Outcome(model(xb).argmax(1), yb)
             everyone = torch.arange(xb.shape[0], device=device)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from medgrid.errors import UserError
-from medgrid.names import DEVICES
+from medgrid.names import DATA_ON, DEVICES
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,10 +25,13 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
-    """--data-dir, then --threads and --device: the options of commands that load data and models."""
+    """--data-dir, then --threads, --device and --data-on: the options of commands that load data and models."""
     p.add_argument("--data-dir", type=Path, required=data_required,
                    help="folder with MedMNIST-format npz files ({task}.npz, {task}_{size}.npz)")
     add_runtime_options(p)
+    p.add_argument("--data-on", choices=DATA_ON, default="auto",
+                   help="where a GPU run holds the images: device memory, or pinned host memory with batches "
+                        "streamed to the GPU; auto: on the device when they take at most half of its free memory")
 
 
 def set_threads(threads: int | None) -> None:

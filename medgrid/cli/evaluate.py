@@ -79,7 +79,7 @@ def run(args) -> None:
     set_threads(args.threads)
     device = pick_device(args.device)
 
-    from medgrid import checkpoint, data, evaluate, health, results
+    from medgrid import checkpoint, data, evaluate, health, placement, results
 
     model, settings = checkpoint.load(args.checkpoint, device=device)
     source = None
@@ -90,11 +90,13 @@ def run(args) -> None:
                             f"{source_settings['size']} px; the transfer check needs one of {settings['task']} at "
                             f"{settings['size']} px")
     # evaluated on the ORIGINAL task's test split, whatever data the model was trained on
-    ds = data.load(settings["task"], settings["size"], args.data_dir, npz=args.data, device=device)
+    ds = data.load(settings["task"], settings["size"], args.data_dir, npz=args.data, device=device, splits=("test",),
+                   data_on=args.data_on)
+    print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
     table = evaluate.evaluate(model, settings, ds, attacks_by_norm=grid, steps=args.attack_steps,
                               restarts=args.restarts, skip=not args.no_skip, batch_size=args.batch_size,
                               clean=not args.no_clean, shift_dir=args.shift_dir, shift_corruptions=shift_corruptions,
-                              strong=strong, sanity=sanity, source_model=source)
+                              strong=strong, sanity=sanity, source_model=source, data_on=args.data_on)
     results.write_table(table, args.out, csv=args.csv)
     print(table[table.metric != "grad_evals"].to_string(index=False, max_rows=40))
     for warning in health.table_messages(table):

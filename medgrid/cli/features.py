@@ -63,7 +63,7 @@ def _step_size(text: str) -> float:
 
 def _load_source(args, *, want_robust: bool):
     """(model, settings, dataset, seed) of the source checkpoint, checked to be the kind the construction needs."""
-    from medgrid import checkpoint, data
+    from medgrid import checkpoint, data, placement
 
     check_writable(args.out, args.table)
     set_threads(args.threads)
@@ -80,7 +80,8 @@ def _load_source(args, *, want_robust: bool):
     if settings.get("train_data", "original") != "original" and not args.allow_any_source:
         raise UserError(f"checkpoint {args.checkpoint} was trained on {settings['train_data']}, not the "
                         f"original data (pass --allow-any-source to use it anyway)")
-    ds = data.load(settings["task"], settings["size"], args.data_dir, device=device)
+    ds = data.load(settings["task"], settings["size"], args.data_dir, device=device, data_on=args.data_on)
+    print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
     if settings.get("data_sha256") and settings["data_sha256"] != ds.sha256:
         print(f"medgrid: warning: {ds.path} differs from the data {args.checkpoint} was trained on "
               f"(sha256 {ds.sha256[:12]} != {settings['data_sha256'][:12]})", file=sys.stderr)

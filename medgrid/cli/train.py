@@ -64,11 +64,13 @@ def run(args) -> None:
                         f"({args.epochs}): epochs after the warm-up are the ones that can be selected")
     check_writable(args.out)
 
-    from medgrid import checkpoint, data, health, train
+    from medgrid import checkpoint, data, health, placement, train
 
     set_threads(args.threads)
     device = pick_device(args.device)
-    ds = data.load(args.task, args.size, args.data_dir, npz=args.data, device=device)
+    ds = data.load(args.task, args.size, args.data_dir, npz=args.data, device=device, splits=("train", "val"),
+                   data_on=args.data_on)
+    print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
     hp = train.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
                        attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,

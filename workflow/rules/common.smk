@@ -6,6 +6,7 @@ results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/.
 """
 
 import itertools
+import math
 import re
 from fractions import Fraction
 
@@ -270,6 +271,79 @@ def threads_for(rule):
 def resource(rule, key):
     """mem_mb, runtime (minutes) or gpu of a rule: config resources.<rule>, else resources.default."""
     return _rule_setting(rule, key)
+
+
+# ----------------------------------------------------------------------------- memory of the data
+# A job that loads images requests its rule's mem_mb (what it needs besides the data: torch, the
+# model, one batch) plus DATA_FACTOR x the MiB of uint8 images it holds, from this table: images per
+# split (train, val, test) and channels of every task. MedMNIST: medmnist.INFO[flag]["n_samples"],
+# "n_channels"; synthetic: medgrid.synthetic.DEFAULTS (tests/test_workflow.py pins both).
+# DATA_FACTOR is the bound benchmarks/memory.py measures (README, "Memory").
+DATA_FACTOR = 1.5
+SPLIT_IMAGES = {
+    "pathmnist": (89996, 10004, 7180, 3),
+    "dermamnist": (7007, 1003, 2005, 3),
+    "octmnist": (97477, 10832, 1000, 1),
+    "pneumoniamnist": (4708, 524, 624, 1),
+    "retinamnist": (1080, 120, 400, 3),
+    "breastmnist": (546, 78, 156, 1),
+    "bloodmnist": (11959, 1712, 3421, 3),
+    "tissuemnist": (165466, 23640, 47280, 1),
+    "organamnist": (34561, 6491, 17778, 1),
+    "organcmnist": (12975, 2392, 8216, 1),
+    "organsmnist": (13932, 2452, 8827, 1),
+    "synthetic": (4000, 500, 1000, 1),
+    "synthetic-rgb": (4000, 500, 1000, 3),
+}
+ALL_SPLITS = ("train", "val", "test")
+
+
+def data_mib(task, size, splits):
+    """MiB of uint8 images of `splits` (names, repeats count again) of a task at a size."""
+    *counts, channels = SPLIT_IMAGES[task]
+    n = dict(zip(ALL_SPLITS, counts))
+    return sum(n[s] for s in splits) * int(size) ** 2 * channels / 2**20
+
+
+def _task_and_size(wildcards, size):
+    """The task and image size of a job: its wildcards (or its {dataset}), `size` if given."""
+    if "dataset" in wildcards.keys():
+        dataset = DATASETS[wildcards.dataset]
+        return dataset["task"], dataset["size"]
+    return wildcards.task, size if size is not None else wildcards.size
+
+
+def prepared_splits(task):
+    """The splits `medgrid prepare-data` holds: all of a generated synthetic task; of a MedMNIST
+    task the test split (medmnist's download loads it; a copy is streamed)."""
+    return ALL_SPLITS if task in SYNTHETIC_TASKS else ("test",)
+
+
+def mem_mb(rule, splits=ALL_SPLITS, size=None):
+    """The mem_mb of a rule's jobs: resources.<rule>.mem_mb plus DATA_FACTOR x the MiB of the images
+    of `splits` (repeats: outputs of that size; or a function of the task) of the job's task, at its
+    size or at `size`."""
+
+    def get(wildcards):
+        task, at = _task_and_size(wildcards, size)
+        held = splits(task) if callable(splits) else splits
+        return resource(rule, "mem_mb") + math.ceil(
+            DATA_FACTOR * data_mib(task, at, held)
+        )
+
+    return get
+
+
+def shift_prepare_mem_mb(wildcards):
+    """resources.shift_prepare.mem_mb plus DATA_FACTOR x (the test set it reads: at 224 px, or
+    five severities of it when downloaded, and the five corrupted copies it writes at the size)
+    """
+    task, size = wildcards.task, wildcards.size
+    source = shift_source(task)
+    at = 224 if source == "download" or shift_corrupt_at(task) == "224" else size
+    read = data_mib(task, at, ("test",) * (5 if source == "download" else 1))
+    mib = read + data_mib(task, size, ("test",) * 5)
+    return resource("shift_prepare", "mem_mb") + math.ceil(DATA_FACTOR * mib)
 
 
 # ----------------------------------------------------------------------------- corrupted test sets

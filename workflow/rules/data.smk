@@ -14,7 +14,7 @@ rule prepare_data:
         "../../envs/medgrid.yaml"
     threads: threads_for("prepare_data")
     resources:
-        mem_mb=resource("prepare_data", "mem_mb"),
+        mem_mb=mem_mb("prepare_data", prepared_splits),
         runtime=resource("prepare_data", "runtime"),
         gpu=resource("prepare_data", "gpu"),
     params:

@@ -14,17 +14,18 @@ rule evaluate:
         "../../envs/medgrid.yaml"
     threads: threads_for("evaluate")
     resources:
-        mem_mb=resource("evaluate", "mem_mb"),
+        mem_mb=mem_mb("evaluate", ("test",)),
         runtime=resource("evaluate", "runtime"),
         gpu=resource("evaluate", "gpu"),
     params:
         attacks=attack_options(),
         options=evaluate_options(),
         transfer=transfer_option,
+        data_on=config["data_on"],
     shell:
         "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data})"
         " --data {input.data} --out {output.table} {params.attacks} {params.options}"
-        " {params.transfer} --threads {threads} > {log} 2>&1"
+        " {params.transfer} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 
 RESULT_TABLES.extend(grid_paths(rules.evaluate.output.table))

@@ -29,14 +29,16 @@ rule features_nonrobust:
         "../../envs/medgrid.yaml"
     threads: threads_for("features")
     resources:
-        mem_mb=resource("features", "mem_mb"),
+        mem_mb=mem_mb("features", ALL_SPLITS + ("train",)),
         runtime=resource("features", "runtime"),
         gpu=resource("features", "gpu"),
     params:
         options=nonrobust_options,
+        data_on=config["data_on"],
     shell:
         "medgrid features nonrobust --checkpoint {input.model} --data-dir $(dirname {input.data})"
-        " --out {output.npz} --table {output.table} {params.options} --threads {threads} > {log} 2>&1"
+        " --out {output.npz} --table {output.table} {params.options} --data-on {params.data_on}"
+        " --threads {threads} > {log} 2>&1"
 
 
 # D_R from an adversarially trained cell (only features.robust.source is requested).
@@ -55,14 +57,16 @@ rule features_robust:
         "../../envs/medgrid.yaml"
     threads: threads_for("features")
     resources:
-        mem_mb=resource("features", "mem_mb"),
+        mem_mb=mem_mb("features", ALL_SPLITS + ("train",)),
         runtime=resource("features", "runtime"),
         gpu=resource("features", "gpu"),
     params:
         options=robust_options(),
+        data_on=config["data_on"],
     shell:
         "medgrid features robust --checkpoint {input.model} --data-dir $(dirname {input.data})"
-        " --out {output.npz} --table {output.table} {params.options} --threads {threads} > {log} 2>&1"
+        " --out {output.npz} --table {output.table} {params.options} --data-on {params.data_on}"
+        " --threads {threads} > {log} 2>&1"
 
 
 # Standard training on a constructed dataset (its val/test splits are the original task's).
@@ -82,16 +86,17 @@ rule train_features:
         "../../envs/medgrid.yaml"
     threads: threads_for("train")
     resources:
-        mem_mb=resource("train", "mem_mb"),
+        mem_mb=mem_mb("train", ("train", "val")),
         runtime=resource("train", "runtime"),
         gpu=resource("train", "gpu"),
     params:
         hparams=features_train_options,
+        data_on=config["data_on"],
     shell:
         "medgrid train --task {wildcards.task} --size {wildcards.size} --arch {wildcards.arch}"
         " --norm none --eps 0 --seed {wildcards.seed} --data-dir $(dirname {input.data})"
         " --data {input.features} --train-data {wildcards.fset} --out {output.model}"
-        " {params.hparams} --threads {threads} > {log} 2>&1"
+        " {params.hparams} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 
 # Clean and PGD metrics on the ORIGINAL task's test split (--data is the task's own file).
@@ -112,17 +117,18 @@ rule evaluate_features:
         "../../envs/medgrid.yaml"
     threads: threads_for("evaluate")
     resources:
-        mem_mb=resource("evaluate", "mem_mb"),
+        mem_mb=mem_mb("evaluate", ("test",)),
         runtime=resource("evaluate", "runtime"),
         gpu=resource("evaluate", "gpu"),
     params:
         attacks=features_attack_options(),
         options=evaluate_options(features_attack_grid()),
         transfer=transfer_option,
+        data_on=config["data_on"],
     shell:
         "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data})"
         " --data {input.data} --out {output.table} {params.attacks} {params.options}"
-        " {params.transfer} --threads {threads} > {log} 2>&1"
+        " {params.transfer} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 
 RESULT_TABLES.extend(features_tables())

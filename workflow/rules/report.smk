@@ -221,7 +221,7 @@ rule saliency:
         "../../envs/report.yaml"
     threads: threads_for("saliency")
     resources:
-        mem_mb=resource("saliency", "mem_mb"),
+        mem_mb=mem_mb("saliency", ("test",), size=config["sizes"][0]),
         runtime=resource("saliency", "runtime"),
         gpu=resource("saliency", "gpu"),
     params:

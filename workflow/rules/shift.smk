@@ -196,7 +196,7 @@ rule shift_source_224:
         "../../envs/medgrid.yaml"
     threads: threads_for("prepare_data")
     resources:
-        mem_mb=resource("prepare_data", "mem_mb"),
+        mem_mb=mem_mb("prepare_data", prepared_splits, size=224),
         runtime=resource("prepare_data", "runtime"),
         gpu=resource("prepare_data", "gpu"),
     params:
@@ -225,7 +225,7 @@ rule shift_prepare:
         "../../envs/medmnistc.yaml"
     threads: threads_for("shift_prepare")
     resources:
-        mem_mb=resource("shift_prepare", "mem_mb"),
+        mem_mb=shift_prepare_mem_mb,
         runtime=resource("shift_prepare", "runtime"),
         gpu=resource("shift_prepare", "gpu"),
     params:
@@ -251,14 +251,15 @@ rule shift_evaluate:
         "../../envs/medmnistc.yaml"
     threads: threads_for("shift_evaluate")
     resources:
-        mem_mb=resource("shift_evaluate", "mem_mb"),
+        mem_mb=mem_mb("shift_evaluate", ("test",) * 6),
         runtime=resource("shift_evaluate", "runtime"),
         gpu=resource("shift_evaluate", "gpu"),
     params:
         root=lambda wildcards: f"{SHIFT_ROOT}/{wildcards.size}",
         corruptions=lambda wildcards: ",".join(SHIFT_CORRUPTIONS[wildcards.task]),
+        data_on=config["data_on"],
     shell:
-        "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data}) --data {input.data} --shift-dir {params.root} --shift-corruptions {params.corruptions} --no-clean --out {output.table} --threads {threads} > {log} 2>&1"
+        "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data}) --data {input.data} --shift-dir {params.root} --shift-corruptions {params.corruptions} --no-clean --out {output.table} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 
 if SHIFT["enabled"]:

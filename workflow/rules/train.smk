@@ -14,17 +14,18 @@ rule train:
         "../../envs/medgrid.yaml"
     threads: threads_for("train")
     resources:
-        mem_mb=resource("train", "mem_mb"),
+        mem_mb=mem_mb("train", ("train", "val")),
         runtime=resource("train", "runtime"),
         gpu=resource("train", "gpu"),
     params:
         eps=lambda wildcards: eps_arg(wildcards.eps),
         hparams=train_options,
+        data_on=config["data_on"],
     shell:
         "medgrid train --task {wildcards.task} --size {wildcards.size} --arch {wildcards.arch}"
         " --norm {wildcards.norm} --eps {params.eps} --seed {wildcards.seed}"
         " --data-dir $(dirname {input.data}) --data {input.data} --out {output.model}"
-        " {params.hparams} --threads {threads} > {log} 2>&1"
+        " {params.hparams} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 
 # The checkpoints are products of the workflow too: a deleted one is trained again.
