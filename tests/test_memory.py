@@ -334,3 +334,23 @@ def test_workflow_memory_requests_grow_with_the_images(tmp_path):
     assert mem["prepare_data", "resources/data/synthetic_224.npz"] == base["prepare_data"] + int(np.ceil(
         1.5 * mib("synthetic", 224, 5500)))
     assert "--data-on host" in shell["train", path224] and "--data-on host" in shell["evaluate", ev]
+
+
+def test_commands_fix_the_mmap_threshold(monkeypatch):
+    """glibc's dynamic mmap threshold grew evaluate's heap by 2.4 bytes per byte of 224-px images; every
+    command fixes it (medgrid.heap) unless the user set MALLOC_MMAP_THRESHOLD_ themselves."""
+    import platform
+
+    from medgrid import cli, heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    calls = []
+    monkeypatch.setattr(heap, "fix_mmap_threshold", lambda: calls.append(1) or True)
+    assert cli.main(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none",
+                     "--lr", "-1", "--data-dir", "nowhere", "--out", "never-written.pt"]) == 2  # fails in the command, after the set-up
+    assert calls == [1]
+    monkeypatch.undo()
+    assert heap.fix_mmap_threshold() is True
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert heap.fix_mmap_threshold() is False
