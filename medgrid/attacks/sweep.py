@@ -16,7 +16,7 @@ import torch
 from medgrid import seeding
 from medgrid.attacks.pgd import Outcome, run_restart
 from medgrid.attacks.steps import check_norm, default_alpha, random_start
-from medgrid.data import as_float
+from medgrid.data import take_float
 from medgrid.models import eval_mode
 
 
@@ -57,9 +57,8 @@ def robust_predictions(model, x, y, *, norm: str, eps_list, steps: int = 20, res
     evals = {e: 0 for e in eps_sorted}
     with eval_mode(model), torch.enable_grad():
         for batch, start in enumerate(range(0, n, batch_size)):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            if xb.dtype == torch.uint8:
-                xb = as_float(xb.to(device, non_blocking=True))
+            sl = slice(start, start + batch_size)
+            xb, yb = take_float(x, sl, device), y[sl]
             with torch.no_grad():
                 outcome = Outcome(model(xb).argmax(1), yb)
             everyone = torch.arange(xb.shape[0], device=device)
