@@ -62,19 +62,19 @@ def main() -> None:
 
     config = yaml.safe_load(args.config.read_text())
     attack_eps = ",".join(str(e) for e in config["attack_grid"][args.norm])
-    data_dir = args.work_dir / "data"
-    medgrid("prepare-data", "--task", args.task, "--size", "28", "--data-dir", str(data_dir),
-            "--source-dir", str(args.source_dir))
+    data = args.work_dir / "data" / f"{args.task}.npz"
+    medgrid("prepare-data", "--task", args.task, "--size", "28", "--out", str(data),
+            "--source", str(args.source_dir / f"{args.task}.npz"))
     records = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for k in [int(w) for w in args.warmups.split(",")]:
             stem = args.work_dir / f"{args.task}-{args.arch}-{args.norm}-{args.eps}-seed{seed}-warmup{k}"
             ckpt, table = stem.parent / f"{stem.name}.pt", stem.parent / f"{stem.name}.parquet"
             medgrid("train", "--task", args.task, "--size", "28", "--arch", args.arch, "--norm", args.norm,
-                    "--eps", args.eps, "--seed", str(seed), "--data-dir", str(data_dir),
+                    "--eps", args.eps, "--seed", str(seed), "--data", str(data),
                     *train_flags(config, args.arch), "--eps-warmup-epochs", str(k), "--out", str(ckpt),
                     "--threads", args.threads)
-            medgrid("evaluate", "--checkpoint", str(ckpt), "--data-dir", str(data_dir), "--attack-norm", args.norm,
+            medgrid("evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--attack-norm", args.norm,
                     "--attack-eps", attack_eps, "--out", str(table), "--threads", args.threads)
             settings = torch.load(ckpt, map_location="cpu", weights_only=True)["settings"]
             df = pd.read_parquet(table)

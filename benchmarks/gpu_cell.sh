@@ -29,24 +29,23 @@ run() {  # run NAME medgrid-arguments...: one command with its wall time
         echo "FAIL $name ($((SECONDS - t0)) s, exit $?; last lines:)"; tail -15 "$E2E/$name.log"; fail "$name"
     fi
 }
-timeout 60 $PY -m medgrid prepare-data --task synthetic --size 28 --data-dir "$E2E/d" >/dev/null || fail "prepare-data"
-run train-std train --task synthetic --size 28 --arch cnn-small --norm none --data-dir "$E2E/d" \
+timeout 60 $PY -m medgrid prepare-data --task synthetic --size 28 --out "$E2E/d/synthetic.npz" >/dev/null || fail "prepare-data"
+run train-std train --task synthetic --size 28 --arch cnn-small --norm none --data "$E2E/d/synthetic.npz" \
     --out "$E2E/std.pt" --epochs 8 --stop-train-acc 0.995
-run train-linf train --task synthetic --size 28 --arch cnn-small --norm linf --eps 2/255 --data-dir "$E2E/d" \
+run train-linf train --task synthetic --size 28 --arch cnn-small --norm linf --eps 2/255 --data "$E2E/d/synthetic.npz" \
     --out "$E2E/rob.pt" --epochs 4 --attack-steps 5
 for m in std rob; do
-    run "evaluate-$m" evaluate --checkpoint "$E2E/$m.pt" --data-dir "$E2E/d" --out "$E2E/$m.parquet" \
+    run "evaluate-$m" evaluate --checkpoint "$E2E/$m.pt" --data "$E2E/d/synthetic.npz" --out "$E2E/$m.parquet" \
         --attack-norm linf --attack-eps 1/255,2/255,4/255 --attack-norm l2 --attack-eps 0.5 \
         --strong --strong-samples 500 $SANITY \
         $([ $m = rob ] && [ -n "$SANITY" ] && echo --transfer-from "$E2E/std.pt")
 done
-run features-rand features nonrobust --checkpoint "$E2E/std.pt" --data-dir "$E2E/d" --mode rand --steps 10 \
+run features-rand features nonrobust --checkpoint "$E2E/std.pt" --data "$E2E/d/synthetic.npz" --mode rand --steps 10 \
     --out "$E2E/drand.npz" --table "$E2E/drand.parquet"
-run features-robust features robust --checkpoint "$E2E/rob.pt" --data-dir "$E2E/d" --steps 25 --step-size 0.15 \
+run features-robust features robust --checkpoint "$E2E/rob.pt" --data "$E2E/d/synthetic.npz" --steps 25 --step-size 0.15 \
     --out "$E2E/drobust.npz"
-run train-drand train --task synthetic --size 28 --arch cnn-small --norm none --data-dir "$E2E/d" \
-    --data "$E2E/drand.npz" --train-data drand --out "$E2E/drand.pt" --epochs 6
-run evaluate-drand evaluate --checkpoint "$E2E/drand.pt" --data-dir "$E2E/d" --attack-norm linf \
+run train-drand train --task synthetic --size 28 --arch cnn-small --norm none --data "$E2E/drand.npz" --train-data drand --out "$E2E/drand.pt" --epochs 6
+run evaluate-drand evaluate --checkpoint "$E2E/drand.pt" --data "$E2E/d/synthetic.npz" --attack-norm linf \
     --attack-eps 2/255 --out "$E2E/drand_eval.parquet"
 # the rows that matter, from the tables just written
 $PY - "$E2E" <<'PY' || fail "reading the tables"

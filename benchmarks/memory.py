@@ -59,9 +59,9 @@ CHILD = ("import sys\nfrom medgrid.cli import main\ncode = main(sys.argv[1:])\ni
 
 
 def predict_batch(size: int) -> int:
-    """medgrid's default prediction batch at ``size`` px (medgrid.predict.default_batch_size)."""
+    """medgrid's default prediction batch at ``size`` px (medgrid.evaluation.predict.default_batch_size)."""
     sys.path.insert(0, str(REPO))
-    from medgrid.predict import PIXELS_PER_BATCH
+    from medgrid.evaluation.predict import PIXELS_PER_BATCH
 
     return max(1, PIXELS_PER_BATCH // (size * size))
 
@@ -98,7 +98,7 @@ def run(argv: list[str], log: Path) -> dict:
 def commands(folder: Path, size: int, args) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     """name -> (medgrid argv, the splits it loads)."""
     model = folder / "model.pt"
-    common = ["--data-dir", str(folder), "--threads", str(args.threads), "--device", args.device,
+    common = ["--data", str(folder / f"pathmnist_{size}.npz" if size != 28 else folder / "pathmnist.npz"), "--threads", str(args.threads), "--device", args.device,
               "--data-on", args.data_on]
     return {
         "train": (["train", "--task", "pathmnist", "--size", str(size), "--arch", "cnn-small", "--norm", "none",

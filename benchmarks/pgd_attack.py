@@ -30,16 +30,18 @@ from pathlib import Path
 
 import torch
 
-from medgrid import data, ops, train
+from medgrid import ops
 from medgrid.attacks import steps, sweep
+from medgrid.data import loading, prepare, tasks
+from medgrid.training import loop
 
 EPS_GRID = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
 
 
 def standard_model(arch: str, device: str, data_dir: Path, epochs: int):
-    ds = data.load("synthetic", 28, data_dir, device=device)
-    hp = train.HParams(epochs=epochs, stop_train_acc=0.995)
-    model, settings = train.train(ds, arch=arch, norm="none", eps=0.0, seed=0, hp=hp, device=device,
+    ds = loading.load("synthetic", 28, tasks.npz_path(data_dir, "synthetic", 28), device=device)
+    hp = loop.HParams(epochs=epochs, stop_train_acc=0.995)
+    model, settings = loop.train(ds, arch=arch, norm="none", eps=0.0, seed=0, hp=hp, device=device,
                                   progress=False)
     return model.eval(), ds
 
@@ -128,10 +130,10 @@ def main():
     torch.set_num_threads(args.threads)
     rows, anatomy = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        data.prepare("synthetic", 28, tmp, seed=0)
+        prepare.prepare("synthetic", 28, tasks.npz_path(tmp, "synthetic", 28), data_seed=0)
         for arch in archs:
             model, ds = standard_model(arch, args.device, Path(tmp), args.epochs)
-            x = data.as_float(ds.test.images[:args.n])
+            x = loading.as_float(ds.test.images[:args.n])
             y = ds.test.labels[:args.n]
             anatomy.append({"arch": arch, **iteration_anatomy(model, x[:500], y[:500], args.device)})
             variants = {

@@ -45,9 +45,8 @@ def child(args) -> int:
     """Time one library's op; write {"rows": [...]} to args.json."""
     sys.modules["medgrid._C"] = None  # the library under test registers the op, not medgrid._C
     sys.path.insert(0, str(HERE))
-    import torch
-
     import pgd_step as bench  # noqa: E402  (Timer, inputs and shapes of the main benchmark)
+    import torch
 
     torch.ops.load_library(args.child)
     torch.set_num_threads(args.threads)

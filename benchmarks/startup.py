@@ -35,7 +35,7 @@ COMMANDS = {
     "medgrid aggregate --help": ["aggregate", "--help"],
     "medgrid train --help": ["train", "--help"],
     "medgrid train (bad --task)": ["train", "--task", "nope", "--arch", "cnn-small", "--norm", "none",
-                                   "--out", "/nonexistent/x.pt", "--data-dir", "/nonexistent"],
+                                   "--out", "/nonexistent/x.pt", "--data", "/nonexistent/x.npz"],
 }
 RUNNER = ("import sys; sys.path.insert(0, sys.argv[1]); from medgrid.cli import main; "
           "code = main(sys.argv[2:]); sys.exit(code)")

@@ -5,7 +5,7 @@
         --config config/demo.yaml --transfer-from results/synthetic/28/cnn-small/none-0/seed0/model.pt
 
 For each checkpoint (the demo's standard and robust models), in one process and alternating rounds:
-- pgd:    `medgrid.evaluate.evaluate` with the config's PGD attack grid only (what the evaluate rule did
+- pgd:    `medgrid.evaluation.evaluate.evaluate` with the config's PGD attack grid only (what the evaluate rule did
           before the strong evaluation);
 - strong: the same plus the strong evaluation (APGD-CE, APGD-T) with the config's `evaluate.strong`;
 - full:   the same plus the gradient-masking checks with the config's `evaluate.sanity` (transfer from
@@ -29,9 +29,11 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from medgrid import checkpoint, data, epsilon, evaluate  # noqa: E402
-from medgrid.sanity import SanitySettings  # noqa: E402
-from medgrid.strong import StrongSettings  # noqa: E402
+from medgrid import checkpoint, epsilon  # noqa: E402
+from medgrid.data import loading, tasks
+from medgrid.evaluation import evaluate
+from medgrid.evaluation.sanity import SanitySettings  # noqa: E402
+from medgrid.evaluation.strong import StrongSettings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,9 +52,9 @@ def merged_config(path: Path) -> dict:
 
 def settings_from(cfg: dict):
     ev = cfg["evaluate"]
-    grid = {n: sorted(epsilon.parse_eps(str(e)) for e in v) for n, v in cfg["attack_grid"].items() if v}
+    grid = {n: sorted(epsilon.parse(str(e)) for e in v) for n, v in cfg["attack_grid"].items() if v}
     st, sa = ev.get("strong", {}), ev.get("sanity", {})
-    eps = {n: sorted(epsilon.parse_eps(str(e)) for e in v) for n, v in (st.get("epsilons") or {}).items()} or None
+    eps = {n: sorted(epsilon.parse(str(e)) for e in v) for n, v in (st.get("epsilons") or {}).items()} or None
     strong = StrongSettings(eps=eps, iterations=st.get("iterations", 100), samples=st.get("samples"),
                             targets=st.get("apgd_targets", 9))
     sanity = SanitySettings(samples=sa.get("samples", 200), tolerance=sa.get("tolerance", 0.02),
@@ -64,7 +66,7 @@ def settings_from(cfg: dict):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, action="append", required=True)
-    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--data-dir", type=Path, required=True, help="folder of the tasks' npz files (resources/data)")
     ap.add_argument("--config", type=Path, default=REPO / "config" / "demo.yaml")
     ap.add_argument("--transfer-from", type=Path, default=None)
     ap.add_argument("--rounds", type=int, default=3)
@@ -75,7 +77,8 @@ def main() -> None:
     grid, steps, strong, sanity = settings_from(merged_config(args.config))
     source = checkpoint.load(args.transfer_from)[0] if args.transfer_from else None
     models = [checkpoint.load(p) for p in args.checkpoint]
-    datasets = {(s["task"], s["size"]): data.load(s["task"], s["size"], args.data_dir) for _, s in models}
+    datasets = {(s["task"], s["size"]): loading.load(s["task"], s["size"], tasks.npz_path(args.data_dir, s["task"], s["size"]))
+                for _, s in models}
     variants = {
         "pgd": {},
         "strong": {"strong": strong},

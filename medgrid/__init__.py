@@ -1,3 +1,3 @@
 """medgrid: the robustness-accuracy trade-off of medical image classifiers, measured as one grid."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from medgrid import models
-from medgrid.errors import UserError
 from medgrid.atomic import atomic_output
+from medgrid.errors import UserError
 
 REQUIRED = ("task", "size", "arch", "norm", "eps", "seed", "n_channels", "n_classes")
 

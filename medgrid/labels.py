@@ -3,11 +3,7 @@ training data, epsilon axes, and the colour-blind-safe palettes."""
 
 from __future__ import annotations
 
-import functools
-
-from medgrid import tasks
-from medgrid.epsilon import eps_text
-from medgrid.errors import UserError
+from medgrid import epsilon
 
 NORM_ORDER = {"none": 0, "linf": 1, "l2": 2}
 NORM_NAME = {"none": "standard", "linf": "L∞", "l2": "L2"}
@@ -29,7 +25,7 @@ def setting_label(norm: str, eps: float) -> str:
     """'standard', 'L∞ 2/255', 'L2 0.5'."""
     if norm == "none":
         return "standard"
-    return f"{NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
+    return f"{NORM_NAME.get(norm, norm)} {epsilon.text(norm, eps)}"
 
 
 def attack_label(norm: str, eps: float) -> str:
@@ -40,7 +36,7 @@ def attack_label(norm: str, eps: float) -> str:
 def robust_label(kind: str, norm: str, eps: float) -> str:
     """'worst case L∞ 2/255' for the worst case over the white-box attacks, 'PGD L∞ 2/255', 'APGD-CE L∞ 2/255'..."""
     name = "worst case" if kind == "worst" else ATTACK_NAME.get(kind, kind)
-    return f"{name} {NORM_NAME.get(norm, norm)} {eps_text(norm, eps)}"
+    return f"{name} {NORM_NAME.get(norm, norm)} {epsilon.text(norm, eps)}"
 
 
 def eps_axis(norm: str, what: str) -> tuple[float, str]:
@@ -62,15 +58,6 @@ def ramp(norm: str, k: int) -> list[str]:
     if k == 1:
         return [_hex_mix(light, dark, 0.6)]
     return [_hex_mix(light, dark, i / (k - 1)) for i in range(k)]
-
-
-@functools.lru_cache(maxsize=None)
-def chance_level(task: str) -> float:
-    """1 / n_classes of a task; NaN when the task is unknown to medgrid."""
-    try:
-        return 1.0 / tasks.task_info(task).n_classes
-    except (UserError, ImportError, KeyError):
-        return float("nan")
 
 
 ATTACK_NAME = {"pgd": "PGD", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T"}

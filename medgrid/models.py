@@ -17,7 +17,6 @@ from torch.nn import functional as F
 
 from medgrid.errors import UserError
 
-
 FIT_CHUNK = 1 << 24  # values of a training split reduced at once (a 64 MiB float32 copy at most)
 
 

@@ -22,6 +22,7 @@ STREAM_PGD = 9  # random starts of a robust evaluation: (batch, eps, restart)
 STREAM_APGD = 10  # APGD starts: (batch, eps, attack, target)
 STREAM_SUBSET = 11  # the test images of a strong evaluation with a sample cap
 STREAM_SANITY = 12  # starts of the gradient-masking checks' attacks
+STREAM_SALIENCY = 13  # the PGD start of the saliency figure's adversarial examples
 
 
 def numpy_rng(seed: int, *stream: int) -> np.random.Generator:

@@ -19,7 +19,7 @@ def write_fake_medmnist(directory, task, size=28, *, n=(12, 4, 6), n_channels=No
 
     Channels and classes default to the task's; returns the path. ``name`` overrides the file name.
     """
-    from medgrid import tasks
+    from medgrid.data import tasks
 
     info = tasks.task_info(task)
     c = info.n_channels if n_channels is None else n_channels

@@ -4,14 +4,17 @@ export readable images, and the HTML works offline in a real browser."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import headless
-from medgrid import chart_parts, charts, epsilon, labels, npz, render, results, synthetic
+
+from medgrid import epsilon, labels, results
+from medgrid.data import npz, synthetic, tasks
 from medgrid.errors import UserError
+from medgrid.report import chart_parts, charts, render
 
 pytest.importorskip("altair")
 pytest.importorskip("vl_convert")
@@ -98,7 +101,7 @@ def _spec_of(html_path):
     return json.loads(page[start:page.index(";\n", start)].replace("<\\/", "</"))
 
 
-@pytest.mark.parametrize("name", charts.CHARTS)
+@pytest.mark.parametrize("name", list(charts.BUILDERS))
 def test_each_chart_builds_exports_and_carries_coordinates(full_charts, name):
     out, status = full_charts
     assert status[name] == "chart", f"{name} should build from a table that has its rows"
@@ -150,6 +153,18 @@ def test_epsilon_axes_label_the_grids_epsilons(full_charts):
     assert {"0", "2", "4", "0.5"} <= ticks
 
 
+def test_one_registry_lists_every_chart():
+    """The registry names exactly the charts there are builders for, and the training curves (history)."""
+    from medgrid.report import chart_training, registry
+
+    summary = [c.name for c in registry.CHARTS if c.source == "summary"]
+    assert summary == list(charts.BUILDERS)
+    assert [c.name for c in registry.CHARTS if c.source == "history"] == [chart_training.NAME]
+    assert len({c.label for c in registry.CHARTS}) == len(registry.CHARTS)
+    for chart in registry.CHARTS:
+        assert (Path(__file__).resolve().parents[1] / "workflow" / "rules" / chart.caption).is_file(), chart.caption
+
+
 def test_missing_rows_give_placeholders_and_exports(tmp_path):
     table = make_table(shift=False, features=False, seeds=(0,), tasks=("synthetic",))
     path = tmp_path / "summary.parquet"
@@ -158,7 +173,7 @@ def test_missing_rows_give_placeholders_and_exports(tmp_path):
     status = render.make_charts(path, out)
     assert status == {"tradeoff": "placeholder", "robust_vs_eps": "chart", "by_train_eps": "chart",
                       "nonrobust_features": "placeholder", "corruption_heatmap": "placeholder"}
-    for name in charts.CHARTS:
+    for name in charts.BUILDERS:
         for fmt in render.FORMATS:
             assert (out / f"{name}.{fmt}").stat().st_size > 0
     assert "no rows yet" in (out / "tradeoff.svg").read_text()
@@ -188,10 +203,10 @@ def test_labels_and_chance():
     assert labels.setting_label("linf", 8 / 255) == "L∞ 8/255"
     assert labels.setting_label("l2", 0.5) == "L2 0.5"
     assert labels.setting_label("none", 0.0) == "standard"
-    assert epsilon.eps_text("linf", 0.01) == "0.01"
-    assert labels.chance_level("synthetic") == pytest.approx(0.25)
-    assert labels.chance_level("breastmnist") == pytest.approx(0.5)
-    assert np.isnan(labels.chance_level("not-a-task"))
+    assert epsilon.text("linf", 0.01) == "0.01"
+    assert tasks.chance_level("synthetic") == pytest.approx(0.25)
+    assert tasks.chance_level("breastmnist") == pytest.approx(0.5)
+    assert np.isnan(tasks.chance_level("not-a-task"))
     assert len(set(labels.ramp("linf", 4))) == 4
 
 
@@ -223,7 +238,7 @@ def test_saliency_figure(tiny_checkpoints, tmp_path):
 
     root, (std, rob) = tiny_checkpoints
     out = tmp_path / "fig" / "saliency.png"
-    assert cli.main(["saliency", "--checkpoint", str(std), "--checkpoint", str(rob), "--data-dir", str(root),
+    assert cli.main(["saliency", "--checkpoint", str(std), "--checkpoint", str(rob), "--data", str(root / "synthetic.npz"),
                      "--out", str(out), "--n", "3", "--attack-steps", "2"]) == 0
     arr = _png_ok(out)
     assert arr.shape[1] > arr.shape[0]  # 3 rows x 5 columns of panels
@@ -232,7 +247,8 @@ def test_saliency_figure(tiny_checkpoints, tmp_path):
 def test_saliency_picks_one_image_per_class_and_refuses_mixed_tasks(tiny_checkpoints, tmp_path):
     import torch
 
-    from medgrid import checkpoint, models, saliency
+    from medgrid import checkpoint, models
+    from medgrid.report import saliency
 
     assert saliency.choose_images([2, 2, 0, 1, 0, 1], 4) == [2, 3, 0, 4]
     root, (std, _) = tiny_checkpoints

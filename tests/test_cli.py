@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from medgrid import cli, data
+from medgrid import cli
+from medgrid.data import prepare
 
 PY = sys.executable
 
@@ -17,7 +18,7 @@ PY = sys.executable
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    data.prepare("synthetic", 28, d, seed=0)
+    prepare.prepare("synthetic", 28, d / "synthetic.npz", data_seed=0)
     return d
 
 
@@ -37,7 +38,7 @@ def assert_one_line_error(code, err, *needles):
 
 def train_args(d, out, **over):
     args = dict(task="synthetic", size="28", arch="cnn-small", norm="none", eps="0", seed="0",
-                **{"data-dir": str(d), "out": str(out), "epochs": "1"})
+                **{"data": str(d / "synthetic.npz"), "out": str(out), "epochs": "1"})
     args.update(over)
     return [x for k, v in args.items() for x in (f"--{k}", v)]
 
@@ -89,17 +90,17 @@ def test_unwritable_output(capsys, synth_dir, tmp_path):
 
 
 def test_evaluate_bad_input(capsys, synth_dir, tmp_path):
-    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data-dir", str(synth_dir),
+    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(synth_dir / "synthetic.npz"),
                     "--out", str(tmp_path / "t.parquet"), "--attack-norm", "linf", "--attack-eps", "1/255")
     assert_one_line_error(code, err, "missing checkpoint")
     (tmp_path / "bad.pt").write_bytes(b"xx")
-    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data-dir", str(synth_dir),
+    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data", str(synth_dir / "synthetic.npz"),
                     "--out", str(tmp_path / "t.parquet"))
     assert_one_line_error(code, err, "cannot read checkpoint")
-    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data-dir", str(synth_dir),
+    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data", str(synth_dir / "synthetic.npz"),
                     "--out", str(tmp_path / "t.parquet"), "--attack-norm", "linf", "--attack-eps", "1/255,-2")
     assert_one_line_error(code, err, "bad epsilon")
-    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data-dir", str(synth_dir),
+    code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data", str(synth_dir / "synthetic.npz"),
                     "--out", str(tmp_path / "t.parquet"), "--attack-norm", "l7", "--attack-eps", "1")
     assert_one_line_error(code, err, "unknown attack norm")
     assert not (tmp_path / "t.parquet").exists()
@@ -115,7 +116,7 @@ def test_console_script_help_and_error_exit_code(tmp_path):
     for sub in ("prepare-data", "train", "evaluate", "aggregate"):
         res = subprocess.run([exe, sub, "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "usage" in res.stdout
-    res = subprocess.run([exe, "prepare-data", "--task", "bogus", "--data-dir", str(tmp_path)],
+    res = subprocess.run([exe, "prepare-data", "--task", "bogus", "--out", str(tmp_path / "bogus.npz")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
 

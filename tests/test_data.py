@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from medgrid import data, names, npz, synthetic, tasks
+from medgrid import names
+from medgrid.data import loading, npz, prepare, synthetic, tasks
 from medgrid.errors import UserError
 
 
@@ -70,13 +71,13 @@ def test_multilabel_and_3d_refused():
         tasks.task_info("chestmnist")
     assert "multi-label" in one_line(e)
     with pytest.raises(UserError) as e:
-        data.load("chestmnist", 28, "/nonexistent")
+        loading.load("chestmnist", 28, "/nonexistent")
     assert "multi-label" in one_line(e)
     with pytest.raises(UserError) as e:
         tasks.task_info("organmnist3d")
     assert "3D" in one_line(e)
     with pytest.raises(UserError) as e:
-        data.prepare("nodulemnist3d", 28, "/nonexistent", download=False)
+        prepare.prepare("nodulemnist3d", 28, tasks.npz_path("/nonexistent", "nodulemnist3d", 28), download=False)
     assert "3D" in one_line(e)
     with pytest.raises(UserError):
         tasks.task_info("breastmnist", n_classes=3)
@@ -84,13 +85,13 @@ def test_multilabel_and_3d_refused():
 
 def test_bad_sizes(tmp_path):
     with pytest.raises(UserError) as e:
-        data.load("breastmnist", 32, tmp_path)
+        loading.load("breastmnist", 32, tasks.npz_path(tmp_path, "breastmnist", 32))
     assert "28, 64, 128, 224" in one_line(e)
     with pytest.raises(UserError) as e:  # the synthetic tasks exist at every MedMNIST+ size
-        data.prepare("synthetic", 32, tmp_path)
+        prepare.prepare("synthetic", 32, tasks.npz_path(tmp_path, "synthetic", 32))
     assert "28, 64, 128, 224" in one_line(e)
     with pytest.raises(UserError):
-        data.prepare("breastmnist", "28px", tmp_path, download=False)
+        prepare.prepare("breastmnist", "28px", tmp_path / "breastmnist.npz", download=False)
     assert not list(tmp_path.iterdir())
 
 
@@ -105,7 +106,7 @@ def test_npz_path():
 
 def test_load_grey_28(tmp_path, fake_medmnist):
     path = fake_medmnist(tmp_path, "breastmnist", 28, n=(10, 3, 5))
-    ds = data.load("breastmnist", 28, tmp_path)
+    ds = loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     assert ds.path == path and ds.size == 28 and ds.info == tasks.task_info("breastmnist")
     assert ds.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     raw = np.load(path)
@@ -121,7 +122,7 @@ def test_load_grey_28(tmp_path, fake_medmnist):
 def test_load_rgb_64_channel_order(tmp_path, fake_medmnist):
     path = fake_medmnist(tmp_path, "pathmnist", 64, n=(9, 2, 3))
     assert path.name == "pathmnist_64.npz"
-    ds = data.load("pathmnist", 64, tmp_path)
+    ds = loading.load("pathmnist", 64, tasks.npz_path(tmp_path, "pathmnist", 64))
     raw = np.load(path)["train_images"]  # (N, H, W, C)
     assert ds.train.images.shape == (9, 3, 64, 64)
     assert ds.train.images.is_contiguous()
@@ -131,42 +132,45 @@ def test_load_rgb_64_channel_order(tmp_path, fake_medmnist):
 
 def test_load_binary_1d_labels_and_128(tmp_path, fake_medmnist):
     fake_medmnist(tmp_path, "pneumoniamnist", 128, n=(4, 2, 2), labels_1d=True)
-    ds = data.load("pneumoniamnist", 128, tmp_path)
+    ds = loading.load("pneumoniamnist", 128, tasks.npz_path(tmp_path, "pneumoniamnist", 128))
     assert ds.test.images.shape == (2, 1, 128, 128)
     assert ds.train.labels.tolist() == [0, 1, 0, 1]
 
 
 def test_load_explicit_npz(tmp_path, fake_medmnist):
     other = fake_medmnist(tmp_path / "elsewhere", "dermamnist", 28, name="drand.npz")
-    ds = data.load("dermamnist", 28, tmp_path / "no-such-dir", npz=other)
+    ds = loading.load("dermamnist", 28, other)
     assert ds.path == other and ds.train.images.shape[1] == 3
     # validated against the task it is loaded for: an RGB file is not a breastmnist file
     with pytest.raises(UserError) as e:
-        data.load("breastmnist", 28, npz=other)
+        loading.load("breastmnist", 28, other)
     assert "shape" in one_line(e) and "drand.npz" in str(e.value)
     with pytest.raises(UserError) as e:
-        data.load("dermamnist", 28, npz=tmp_path / "missing.npz")
-    assert "missing.npz" in one_line(e)
+        loading.load("dermamnist", 28, tmp_path / "missing.npz")
+    assert "missing.npz" in one_line(e) and "prepare-data" not in one_line(e)  # not the task's own file
+    with pytest.raises(UserError) as e:  # a folder where the file is meant
+        loading.load("dermamnist", 28, tmp_path)
+    assert "is a folder" in one_line(e) and "dermamnist.npz" in one_line(e)
 
 
 def test_load_needs_a_source():
     with pytest.raises(UserError):
-        data.load("breastmnist", 28)
+        loading.load("breastmnist", 28, None)
 
 
 def test_missing_file_names_fetch_command(tmp_path):
     with pytest.raises(UserError) as e:
-        data.load("dermamnist", 64, tmp_path)
+        loading.load("dermamnist", 64, tasks.npz_path(tmp_path, "dermamnist", 64))
     msg = one_line(e)
     assert str(tmp_path / "dermamnist_64.npz") in msg
-    assert f"medgrid prepare-data --task dermamnist --size 64 --data-dir {tmp_path}" in msg
+    assert f"medgrid prepare-data --task dermamnist --size 64 --out {tmp_path / 'dermamnist_64.npz'}" in msg
 
 
 def test_corrupt_files(tmp_path, fake_medmnist):
     path = tasks.npz_path(tmp_path, "breastmnist", 28)
     path.write_bytes(b"this is not a zip archive at all" * 10)
     with pytest.raises(UserError) as e:
-        data.load("breastmnist", 28, tmp_path)
+        loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     msg = one_line(e)
     assert "not a readable npz" in msg and str(path) in msg and "prepare-data" in msg
     # a valid archive cut short
@@ -174,7 +178,7 @@ def test_corrupt_files(tmp_path, fake_medmnist):
     blob = good.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(UserError) as e:
-        data.load("breastmnist", 28, tmp_path)
+        loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     assert "not a readable npz" in one_line(e)
     # one member's compressed data damaged (CRC / zlib error on read)
     damaged = bytearray(blob)
@@ -182,12 +186,12 @@ def test_corrupt_files(tmp_path, fake_medmnist):
     damaged[mid:mid + 64] = bytes(64)
     path.write_bytes(bytes(damaged))
     with pytest.raises(UserError):
-        data.load("breastmnist", 28, tmp_path)
+        loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     # a bare .npy renamed .npz
     np.save(tmp_path / "x.npy", np.zeros(3, np.uint8))
     os.replace(tmp_path / "x.npy", path)
     with pytest.raises(UserError) as e:
-        data.load("breastmnist", 28, tmp_path)
+        loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     assert "npz" in one_line(e)
 
 
@@ -202,7 +206,7 @@ def _arrays(n=(6, 2, 3), size=28, shape_tail=(), dtype=np.uint8, n_classes=2):
 def _load_arrays(tmp_path, arrays, task="breastmnist", size=28):
     np.savez(tasks.npz_path(tmp_path, task, size), **arrays)
     with pytest.raises(UserError) as e:
-        data.load(task, size, tmp_path)
+        loading.load(task, size, tasks.npz_path(tmp_path, task, size))
     return one_line(e)
 
 
@@ -238,7 +242,7 @@ def test_wrong_image_shape(tmp_path, case):
 
 def test_grey_with_trailing_channel_accepted(tmp_path):
     np.savez(tasks.npz_path(tmp_path, "breastmnist", 28), **_arrays(shape_tail=(1,)))
-    assert data.load("breastmnist", 28, tmp_path).train.images.shape == (6, 1, 28, 28)
+    assert loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28)).train.images.shape == (6, 1, 28, 28)
 
 
 def test_labels_out_of_range(tmp_path):
@@ -289,21 +293,21 @@ def test_write_npz_atomic_and_reproducible(tmp_path):
 
 
 def _split(n=10):
-    return data.Split(images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(),
+    return loading.Split(images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(),
                       labels=torch.arange(n, dtype=torch.int64))
 
 
 def test_as_float():
     x = torch.tensor([0, 51, 255], dtype=torch.uint8)
-    y = data.as_float(x)
+    y = loading.as_float(x)
     assert y.dtype == torch.float32
     assert torch.allclose(y, torch.tensor([0.0, 0.2, 1.0]))
     with pytest.raises(TypeError):
-        data.as_float(y)
+        loading.as_float(y)
 
 
 def test_iterate_in_order():
-    batches = list(data.iterate(_split(10), 4))
+    batches = list(loading.iterate(_split(10), 4))
     assert [len(y) for _, y in batches] == [4, 4, 2]
     ys = torch.cat([y for _, y in batches])
     assert ys.tolist() == list(range(10))
@@ -318,7 +322,7 @@ def test_iterate_shuffled_reproducible():
     def order(seed):
         g = torch.Generator().manual_seed(seed)
         out = []
-        for x, y in data.iterate(s, 8, shuffle=True, generator=g):
+        for x, y in loading.iterate(s, 8, shuffle=True, generator=g):
             assert torch.allclose(x[:, 0, 0, 0] * 255, y.float())
             out += y.tolist()
         return out
@@ -327,7 +331,7 @@ def test_iterate_shuffled_reproducible():
     assert sorted(a) == list(range(50))
     assert a == b and a != c and a != list(range(50))
     with pytest.raises(UserError):
-        next(data.iterate(s, 0))
+        next(loading.iterate(s, 0))
 
 
 # ------------------------------------------------------------------------------------------- prepare
@@ -335,10 +339,10 @@ def test_iterate_shuffled_reproducible():
 
 def test_prepare_missing_no_download(tmp_path):
     with pytest.raises(UserError) as e:
-        data.prepare("bloodmnist", 224, tmp_path, download=False)
+        prepare.prepare("bloodmnist", 224, tasks.npz_path(tmp_path, "bloodmnist", 224), download=False)
     msg = one_line(e)
     assert str(tmp_path / "bloodmnist_224.npz") in msg
-    assert f"medgrid prepare-data --task bloodmnist --size 224 --data-dir {tmp_path}" in msg
+    assert f"medgrid prepare-data --task bloodmnist --size 224 --out {tmp_path / 'bloodmnist_224.npz'}" in msg
 
 
 def test_prepare_download_failure(tmp_path, monkeypatch):
@@ -356,7 +360,7 @@ def test_prepare_download_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(medmnist, "BreastMNIST", Failing)
     with pytest.raises(UserError) as e:
-        data.prepare("breastmnist", 64, tmp_path / "d")
+        prepare.prepare("breastmnist", 64, tasks.npz_path(tmp_path / "d", "breastmnist", 64))
     msg = one_line(e)
     assert "breastmnist_64.npz" in msg and "name resolution" in msg and "zenodo.org" in msg
     assert "medgrid prepare-data --task breastmnist --size 64" in msg
@@ -373,10 +377,10 @@ def test_prepare_download_success(tmp_path, monkeypatch, fake_medmnist):
             fake_medmnist(root, "dermamnist", size or 28)
 
     monkeypatch.setattr(medmnist, "DermaMNIST", Downloading)
-    path = data.prepare("dermamnist", 28, tmp_path)
+    path = prepare.prepare("dermamnist", 28, tasks.npz_path(tmp_path, "dermamnist", 28))
     assert path == tmp_path / "dermamnist.npz"
     assert os.listdir(tmp_path) == ["dermamnist.npz"]
-    assert data.load("dermamnist", 28, tmp_path).train.images.shape[1] == 3
+    assert loading.load("dermamnist", 28, tasks.npz_path(tmp_path, "dermamnist", 28)).train.images.shape[1] == 3
 
     # an existing valid file is kept without downloading again
     class Never:
@@ -384,35 +388,35 @@ def test_prepare_download_success(tmp_path, monkeypatch, fake_medmnist):
             raise AssertionError("must not download")
 
     monkeypatch.setattr(medmnist, "DermaMNIST", Never)
-    assert data.prepare("dermamnist", 28, tmp_path) == path
+    assert prepare.prepare("dermamnist", 28, tasks.npz_path(tmp_path, "dermamnist", 28)) == path
 
 
 def test_prepare_source_dir(tmp_path, fake_medmnist):
     src_dir = tmp_path / "src"
     src = fake_medmnist(src_dir, "octmnist", 64)
     before = (src.read_bytes(), src.stat().st_mtime_ns, sorted(os.listdir(src_dir)))
-    out = data.prepare("octmnist", 64, tmp_path / "data", source_dir=src_dir, download=False)
+    out = prepare.prepare("octmnist", 64, tasks.npz_path(tmp_path / "data", "octmnist", 64), source=tasks.npz_path(src_dir, "octmnist", 64), download=False)
     assert out == tmp_path / "data" / "octmnist_64.npz"
     assert out.read_bytes() == before[0]
     assert os.listdir(tmp_path / "data") == ["octmnist_64.npz"]
     assert (src.read_bytes(), src.stat().st_mtime_ns, sorted(os.listdir(src_dir))) == before
     # source and destination the same folder: nothing to copy
-    assert data.prepare("octmnist", 64, src_dir, source_dir=src_dir) == src
+    assert prepare.prepare("octmnist", 64, tasks.npz_path(src_dir, "octmnist", 64), source=tasks.npz_path(src_dir, "octmnist", 64)) == src
     with pytest.raises(UserError) as e:
-        data.prepare("octmnist", 28, tmp_path / "data", source_dir=src_dir)
+        prepare.prepare("octmnist", 28, tasks.npz_path(tmp_path / "data", "octmnist", 28), source=tasks.npz_path(src_dir, "octmnist", 28))
     assert "octmnist.npz" in one_line(e)
     # an invalid source is refused and not copied
     bad_dir = tmp_path / "bad"
     fake_medmnist(bad_dir, "octmnist", 28, n_channels=3)
     with pytest.raises(UserError) as e:
-        data.prepare("octmnist", 28, tmp_path / "data", source_dir=bad_dir)
+        prepare.prepare("octmnist", 28, tasks.npz_path(tmp_path / "data", "octmnist", 28), source=tasks.npz_path(bad_dir, "octmnist", 28))
     assert "shape" in one_line(e)
     assert not (tmp_path / "data" / "octmnist.npz").exists()
 
 
 def test_prepare_synthetic_only_options(tmp_path):
     with pytest.raises(UserError):
-        data.prepare("breastmnist", 28, tmp_path, n_classes=3, download=False)
+        prepare.prepare("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28), n_classes=3, download=False)
 
 
 # --------------------------------------------------------------------------------------------- synthetic
@@ -421,17 +425,17 @@ SMALL = dict(n_train=300, n_val=20, n_test=40)
 
 
 def test_synthetic_prepare_load_deterministic(tmp_path):
-    a = data.prepare("synthetic", 28, tmp_path / "a", seed=3, **SMALL)
-    b = data.prepare("synthetic", 28, tmp_path / "b", seed=3, **SMALL)
-    c = data.prepare("synthetic", 28, tmp_path / "c", seed=4, **SMALL)
+    a = prepare.prepare("synthetic", 28, tasks.npz_path(tmp_path / "a", "synthetic", 28), data_seed=3, **SMALL)
+    b = prepare.prepare("synthetic", 28, tasks.npz_path(tmp_path / "b", "synthetic", 28), data_seed=3, **SMALL)
+    c = prepare.prepare("synthetic", 28, tasks.npz_path(tmp_path / "c", "synthetic", 28), data_seed=4, **SMALL)
     assert a.name == "synthetic.npz"
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
-    ds = data.load("synthetic", 28, tmp_path / "a")
+    ds = loading.load("synthetic", 28, a)
     assert ds.train.images.shape == (300, 1, 28, 28) and ds.val.images.shape == (20, 1, 28, 28)
     assert ds.test.images.shape == (40, 1, 28, 28)
     assert torch.bincount(ds.train.labels).tolist() == [75, 75, 75, 75]
-    assert ds.sha256 == data.load("synthetic", 28, tmp_path / "b").sha256
+    assert ds.sha256 == loading.load("synthetic", 28, b).sha256
     with np.load(a) as z:  # MedMNIST layout exactly
         assert sorted(z.files) == sorted(npz.REQUIRED_KEYS)
         assert z["train_images"].dtype == np.uint8 and z["train_images"].shape == (300, 28, 28)
@@ -439,23 +443,23 @@ def test_synthetic_prepare_load_deterministic(tmp_path):
 
 
 def test_synthetic_rgb_64_and_classes(tmp_path):
-    p = data.prepare("synthetic-rgb", 64, tmp_path, seed=0, n_classes=6, **SMALL)
+    p = prepare.prepare("synthetic-rgb", 64, tasks.npz_path(tmp_path, "synthetic-rgb", 64), data_seed=0, n_classes=6, **SMALL)
     assert p.name == "synthetic-rgb_64.npz"
     with np.load(p) as z:
         assert z["train_images"].shape == (300, 64, 64, 3)
         assert set(np.unique(z["train_labels"])) == set(range(6))
-    ds = data.load("synthetic-rgb", 64, tmp_path, n_classes=6)
+    ds = loading.load("synthetic-rgb", 64, tasks.npz_path(tmp_path, "synthetic-rgb", 64), n_classes=6)
     assert ds.train.images.shape == (300, 3, 64, 64) and ds.info.n_classes == 6
     with pytest.raises(UserError) as e:  # read as the default 4-class task: labels out of range
-        data.load("synthetic-rgb", 64, tmp_path)
+        loading.load("synthetic-rgb", 64, tasks.npz_path(tmp_path, "synthetic-rgb", 64))
     assert "4 classes" in one_line(e)
 
 
 def test_synthetic_bad_parameters(tmp_path):
     for kw in (dict(n_classes=1), dict(n_classes=11), dict(amplitude=-1), dict(amplitude=2.5), dict(n_val=0),
-               dict(seed=-1)):
+               dict(data_seed=-1)):
         with pytest.raises(UserError):
-            data.prepare("synthetic", 28, tmp_path, **kw)
+            prepare.prepare("synthetic", 28, tasks.npz_path(tmp_path, "synthetic", 28), **kw)
     assert not list(tmp_path.iterdir())
 
 
@@ -574,7 +578,7 @@ REAL = {"breastmnist": ((546, 78, 156), (147, 399)), "pneumoniamnist": ((4708, 5
 @pytest.mark.parametrize("task", sorted(REAL))
 def test_real_medmnist_load(task, shared_medmnist):
     sizes, train_counts = REAL[task]
-    ds = data.load(task, 28, shared_medmnist)
+    ds = loading.load(task, 28, shared_medmnist / f"{task}.npz")
     assert (len(ds.train), len(ds.val), len(ds.test)) == sizes
     assert torch.bincount(ds.train.labels, minlength=2).tolist() == list(train_counts)
     assert ds.train.images.shape[1:] == (1, 28, 28)
@@ -586,15 +590,16 @@ def test_real_medmnist_prepare_from_source(tmp_path, shared_medmnist):
 
     listing = sorted(os.listdir(shared_medmnist))
     for task, (sizes, _) in REAL.items():
-        path = data.prepare(task, 28, tmp_path, source_dir=shared_medmnist, download=False)
+        path = prepare.prepare(task, 28, tasks.npz_path(tmp_path, task, 28), source=shared_medmnist / f"{task}.npz",
+                               download=False)
         assert path == tmp_path / f"{task}.npz"
-        ds = data.load(task, 28, tmp_path)
+        ds = loading.load(task, 28, path)
         assert (len(ds.train), len(ds.val), len(ds.test)) == sizes
-        assert ds.sha256 == data.load(task, 28, shared_medmnist).sha256
+        assert ds.sha256 == loading.load(task, 28, shared_medmnist / f"{task}.npz").sha256
     assert sorted(os.listdir(shared_medmnist)) == listing  # nothing written into the source folder
     theirs = medmnist.BreastMNIST(split="test", root=str(tmp_path), download=False)
     assert len(theirs) == 156
-    ours = data.load("breastmnist", 28, tmp_path).test
+    ours = loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28)).test
     assert np.array_equal(theirs.imgs, ours.images[:, 0].numpy())
     assert np.array_equal(theirs.labels.ravel(), ours.labels.numpy())
     assert len(medmnist.PneumoniaMNIST(split="val", root=str(tmp_path), download=False)) == 524

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from medgrid import checkpoint, cli, data, features, models, results
+from medgrid import checkpoint, cli, models, results
+from medgrid.data import loading, prepare
 from medgrid.errors import UserError
+from medgrid.features import nonrobust, robust
 
 C = 4
 
@@ -30,7 +32,7 @@ def fitted_model(ds, seed=0):
     model = models.build("cnn-small", 1, C, 28)
     model.normalize.fit(ds.train.images)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = data.as_float(ds.train.images), ds.train.labels
+    x, y = loading.as_float(ds.train.images), ds.train.labels
     model.train()
     for _ in range(30):
         loss = F.cross_entropy(model(x), y)
@@ -45,9 +47,9 @@ def task(tmp_path_factory):
     """A small synthetic task on disk (96 train images), a model fitted to it, saved as a standard and as
     a 'robust' checkpoint."""
     root = tmp_path_factory.mktemp("features")
-    d = root / "data"
-    data.prepare("synthetic", 28, d, seed=0, n_train=96, n_val=32, n_test=40)
-    ds = data.load("synthetic", 28, d)
+    d = root / "data" / "synthetic.npz"  # the task's file
+    prepare.prepare("synthetic", 28, d, data_seed=0, n_train=96, n_val=32, n_test=40)
+    ds = loading.load("synthetic", 28, d)
     model = fitted_model(ds)
     base = {"task": "synthetic", "size": 28, "arch": "cnn-small", "seed": 0, "train_data": "original",
             "n_channels": 1, "n_classes": C, "data_sha256": ds.sha256}
@@ -61,13 +63,13 @@ def task(tmp_path_factory):
 
 def test_det_targets_are_next_class():
     y = torch.arange(40) % C
-    assert torch.equal(features.targets(y, C, "det"), (y + 1) % C)
+    assert torch.equal(nonrobust.targets(y, C, "det"), (y + 1) % C)
 
 
 def test_rand_targets_all_and_other():
     y = torch.randint(0, C, (8000,), generator=torch.Generator().manual_seed(0))
-    t_all = features.targets(y, C, "rand", rand_targets="all", generator=torch.Generator().manual_seed(1))
-    t_oth = features.targets(y, C, "rand", rand_targets="other", generator=torch.Generator().manual_seed(1))
+    t_all = nonrobust.targets(y, C, "rand", rand_targets="all", generator=torch.Generator().manual_seed(1))
+    t_oth = nonrobust.targets(y, C, "rand", rand_targets="other", generator=torch.Generator().manual_seed(1))
     assert t_all.min() >= 0 and t_all.max() < C and t_oth.min() >= 0 and t_oth.max() < C
     # all: t independent of y, so t = y for about 1/C of the images and every class is as frequent
     assert abs((t_all == y).float().mean().item() - 1 / C) < 0.03
@@ -78,16 +80,16 @@ def test_rand_targets_all_and_other():
         others = t_oth[y == k]
         freq = np.bincount(others.numpy(), minlength=C) / len(others)
         assert freq[k] == 0 and np.allclose(np.delete(freq, k), 1 / (C - 1), atol=0.05)
-    again = features.targets(y, C, "rand", rand_targets="all", generator=torch.Generator().manual_seed(1))
+    again = nonrobust.targets(y, C, "rand", rand_targets="all", generator=torch.Generator().manual_seed(1))
     assert torch.equal(t_all, again)
 
 
 def test_bad_target_options_raise_user_errors():
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(UserError):
-        features.targets(y, C, "sideways")
+        nonrobust.targets(y, C, "sideways")
     with pytest.raises(UserError):
-        features.targets(y, C, "rand", rand_targets="some")
+        nonrobust.targets(y, C, "rand", rand_targets="some")
 
 
 # ---------------------------------------------------------------------------------- the constructions
@@ -96,14 +98,14 @@ def test_bad_target_options_raise_user_errors():
 @pytest.mark.parametrize("norm,eps,alpha", [("linf", 8 / 255, 1 / 255), ("l2", 1.0, 0.2)])
 def test_targeted_attack_moves_predictions_to_targets(task, norm, eps, alpha):
     _, _, ds, model = task
-    split = data.Split(ds.train.images[:48], ds.train.labels[:48])
-    images, t, success = features.nonrobust(model, split, C, mode="det", norm=norm, eps=eps, step_size=alpha,
+    split = loading.Split(ds.train.images[:48], ds.train.labels[:48])
+    images, t, success = nonrobust.nonrobust(model, split, C, mode="det", norm=norm, eps=eps, step_size=alpha,
                                             steps=12, batch_size=20, progress=False)
     assert images.dtype == torch.uint8 and images.shape == split.images.shape
     assert torch.equal(t, (split.labels + 1) % C)
     with torch.no_grad():
-        before = (model(data.as_float(split.images)).argmax(1) == t).float().mean().item()
-        after_pred = model(data.as_float(images)).argmax(1)
+        before = (model(loading.as_float(split.images)).argmax(1) == t).float().mean().item()
+        after_pred = model(loading.as_float(images)).argmax(1)
     # "rounded": the images the npz holds; "float": the attack's iterates before rounding
     assert torch.equal(success["rounded"], after_pred == t)
     assert success["rounded"].float().mean().item() >= 0.9 > before + 0.3
@@ -122,27 +124,27 @@ def test_inversion_matches_representation_and_stays_in_box():
         goal = model.features(x)
         start = (model.features(x0) - goal).norm(dim=1) / goal.norm(dim=1)
     # a large step drives many pixels against the box: the clamp must hold them in [0, 1]
-    x_r, rel = features.invert(model, x, x0, steps=10, step_size=2.0)
+    x_r, rel = robust.invert(model, x, x0, steps=10, step_size=2.0)
     assert x_r.min() >= 0 and x_r.max() <= 1 and torch.isfinite(x_r).all()
     assert (x_r == 0).any() or (x_r == 1).any()
-    x_r, rel = features.invert(model, x, x0, steps=30, step_size=0.1)
+    x_r, rel = robust.invert(model, x, x0, steps=30, step_size=0.1)
     assert x_r.min() >= 0 and x_r.max() <= 1
     assert rel.mean() < 0.5 * start.mean()
     # from the target itself the distance is 0 and stays finite (no 0/0 in the gradient)
-    x_same, rel_same = features.invert(model, x, x.clone(), steps=2, step_size=0.1)
+    x_same, rel_same = robust.invert(model, x, x.clone(), steps=2, step_size=0.1)
     assert torch.isfinite(x_same).all() and torch.isfinite(rel_same).all()
 
 
 def test_robust_dataset_keeps_labels_and_never_starts_from_itself(task):
     _, _, ds, model = task
-    split = data.Split(ds.train.images[:40], ds.train.labels[:40])
-    images, labels, stats = features.robust(model, split, steps=3, step_size=0.1, init="other", seed=1,
+    split = loading.Split(ds.train.images[:40], ds.train.labels[:40])
+    images, labels, stats = robust.robust(model, split, steps=3, step_size=0.1, init="other", seed=1,
                                             batch_size=16, progress=False)
     assert images.dtype == torch.uint8 and images.shape == split.images.shape
     assert torch.equal(labels, split.labels)
     assert not (images == split.images).flatten(1).all(1).any()
     assert 0 <= stats["source_acc"] <= 1 and stats["rep_rel_dist"] >= 0
-    noise, _, _ = features.robust(model, split, steps=2, step_size=0.1, init="noise", seed=1, batch_size=16,
+    noise, _, _ = robust.robust(model, split, steps=2, step_size=0.1, init="noise", seed=1, batch_size=16,
                                   progress=False)
     assert not torch.equal(noise, images)
 
@@ -153,7 +155,7 @@ def test_attack_success_counts_only_images_given_a_new_label():
     success = {"rounded": torch.tensor([True, True, False, True, True]),
                "float": torch.tensor([True, True, True, True, True])}
     moved = torch.tensor([True, False, True, True, True])
-    df = results.validate(features.attack_success_table(settings, mode="rand", norm="linf", eps=8 / 255,
+    df = results.validate(nonrobust.attack_success_table(settings, mode="rand", norm="linf", eps=8 / 255,
                                                         success=success, moved=moved))
     rows = df.set_index("metric")
     assert rows.loc["attack_success", "value"] == 0.75 and rows.loc["attack_success", "n"] == 4
@@ -177,11 +179,11 @@ def run(argv, capsys):
 def test_cli_nonrobust_npz_loads_trains_and_evaluates_on_original(task, capsys, tmp_path):
     root, d, ds, _ = task
     npz, table = tmp_path / "ddet.npz", tmp_path / "ddet.parquet"
-    code, out, err = run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data-dir", str(d),
+    code, out, err = run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data", str(d),
                           "--mode", "det", "--norm", "linf", "--eps", "8/255", "--step-size", "0.01",
                           "--steps", "3", "--out", str(npz), "--table", str(table)], capsys)
     assert code == 0, err
-    new = data.load("synthetic", 28, npz=npz)     # the loader's own validation
+    new = loading.load("synthetic", 28, npz)     # the loader's own validation
     assert torch.equal(new.train.labels, (ds.train.labels + 1) % C)
     for split in ("val", "test"):
         assert torch.equal(getattr(new, split).images, getattr(ds, split).images)
@@ -195,10 +197,10 @@ def test_cli_nonrobust_npz_loads_trains_and_evaluates_on_original(task, capsys, 
     # train on it, then evaluate on the task's own test split: rows carry train_data
     ckpt, ev = tmp_path / "m.pt", tmp_path / "eval.parquet"
     code, _, err = run(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none",
-                        "--eps", "0", "--seed", "0", "--data-dir", str(d), "--data", str(npz),
+                        "--eps", "0", "--seed", "0", "--data", str(npz),
                         "--train-data", "ddet", "--epochs", "1", "--out", str(ckpt)], capsys)
     assert code == 0, err
-    code, _, err = run(["evaluate", "--checkpoint", str(ckpt), "--data-dir", str(d), "--attack-norm", "linf",
+    code, _, err = run(["evaluate", "--checkpoint", str(ckpt), "--data", str(d), "--attack-norm", "linf",
                         "--attack-eps", "4/255", "--attack-steps", "2", "--out", str(ev)], capsys)
     assert code == 0, err
     tab = results.read_table(ev)
@@ -226,10 +228,10 @@ def test_model_on_a_constructed_dataset_is_fresh(task, capsys, tmp_path):
     assert any(not torch.equal(src_w[k], new_w[k]) for k in src_w if src_w[k].is_floating_point())
     # through the CLI, as the workflow calls it: --seed is the grid seed
     npz, ckpt = tmp_path / "drand.npz", tmp_path / "m.pt"
-    assert run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data-dir", str(d), "--mode", "rand",
+    assert run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data", str(d), "--mode", "rand",
                 "--steps", "1", "--out", str(npz), "--table", str(tmp_path / "t.parquet")], capsys)[0] == 0
     code, out, err = run(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none",
-                          "--seed", str(grid_seed), "--data-dir", str(d), "--data", str(npz),
+                          "--seed", str(grid_seed), "--data", str(npz),
                           "--train-data", "drand", "--epochs", "2", "--out", str(ckpt)], capsys)
     assert code == 0, err
     settings = checkpoint.load(ckpt)[1]
@@ -237,7 +239,7 @@ def test_model_on_a_constructed_dataset_is_fresh(task, capsys, tmp_path):
     assert settings["seed"] == grid_seed and settings["selection"] == "last" and settings["best_epoch"] == 2
     # selecting on the original validation labels would leak them: refused
     code, _, err = run(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none",
-                        "--data-dir", str(d), "--data", str(npz), "--train-data", "drand", "--epochs", "1",
+                        "--data", str(npz), "--train-data", "drand", "--epochs", "1",
                         "--selection", "best_val", "--out", str(tmp_path / "leak.pt")], capsys)
     assert code == 2 and "cannot select its epoch on the validation split" in err
     assert not (tmp_path / "leak.pt").exists()
@@ -246,18 +248,18 @@ def test_model_on_a_constructed_dataset_is_fresh(task, capsys, tmp_path):
 def test_cli_rand_and_robust(task, capsys, tmp_path):
     root, d, ds, _ = task
     npz = tmp_path / "drand.npz"
-    code, _, err = run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data-dir", str(d),
+    code, _, err = run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data", str(d),
                         "--mode", "rand", "--rand-targets", "other", "--steps", "2", "--out", str(npz),
                         "--table", str(tmp_path / "drand.parquet")], capsys)
     assert code == 0, err
-    new = data.load("synthetic", 28, npz=npz)
+    new = loading.load("synthetic", 28, npz)
     assert not (new.train.labels == ds.train.labels).any()
     assert results.read_table(tmp_path / "drand.parquet").train_data.iloc[0] == "drand"
     npz = tmp_path / "drobust.npz"
-    code, _, err = run(["features", "robust", "--checkpoint", str(root / "rob.pt"), "--data-dir", str(d),
+    code, _, err = run(["features", "robust", "--checkpoint", str(root / "rob.pt"), "--data", str(d),
                         "--steps", "3", "--out", str(npz), "--table", str(tmp_path / "drobust.parquet")], capsys)
     assert code == 0, err
-    new = data.load("synthetic", 28, npz=npz)
+    new = loading.load("synthetic", 28, npz)
     assert torch.equal(new.train.labels, ds.train.labels)
     tab = results.read_table(tmp_path / "drobust.parquet")
     assert set(tab.train_data) == {"drobust"} and set(tab.train_norm) == {"linf"}
@@ -275,7 +277,7 @@ def test_cli_bad_input_gives_one_line(task, capsys, tmp_path, argv, needle):
     root, d, _, _ = task
     argv = [a if not a.endswith(".pt") else str(root / a) for a in argv]
     out = tmp_path / "x.npz"
-    code, _, err = run(["features", *argv, "--data-dir", str(d), "--out", str(out),
+    code, _, err = run(["features", *argv, "--data", str(d), "--out", str(out),
                         "--table", str(tmp_path / "x.parquet")], capsys)
     assert code == 2
     lines = err.strip().splitlines()
@@ -286,7 +288,7 @@ def test_cli_bad_input_gives_one_line(task, capsys, tmp_path, argv, needle):
 def test_cli_allow_any_source(task, capsys, tmp_path):
     root, d, _, _ = task
     code, _, err = run(["features", "nonrobust", "--checkpoint", str(root / "rob.pt"), "--allow-any-source",
-                        "--data-dir", str(d), "--mode", "det", "--steps", "1", "--out", str(tmp_path / "x.npz"),
+                        "--data", str(d), "--mode", "det", "--steps", "1", "--out", str(tmp_path / "x.npz"),
                         "--table", str(tmp_path / "x.parquet")], capsys)
     assert code == 0, err
     assert pd.read_parquet(tmp_path / "x.parquet").train_norm.iloc[0] == "linf"

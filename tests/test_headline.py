@@ -10,10 +10,11 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import headless
-from medgrid import aggregate, cli, headline, headline_write, results
+
+from medgrid import cli, results
 from medgrid.names import HEADLINE_COLUMNS
+from medgrid.report import aggregate, headline, headline_write
 
 EPS = {"linf": 2 / 255, "l2": 0.5}
 SETTINGS = [("none", 0.0), ("linf", 2 / 255), ("linf", 4 / 255), ("l2", 0.5)]

@@ -10,9 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medgrid import chart_parts, charts, charts_training, checkpoint, cli, data, health, history, npz, results, synthetic, train
+from medgrid import checkpoint, cli, results
+from medgrid.data import loading, npz, synthetic, tasks
 from medgrid.errors import UserError
+from medgrid.evaluation import health
 from medgrid.names import DEGENERATE_MARGIN, EVAL_KINDS, HEALTH_METRICS
+from medgrid.report import chart_parts, chart_training, charts, history
+from medgrid.training import loop
 
 N = dict(n_train=400, n_val=100, n_test=100)
 
@@ -77,13 +81,13 @@ def cells(tmp_path_factory):
     out = {}
     for name, (file, args) in runs.items():
         ckpt, table = root / f"{name}.pt", root / f"{name}.parquet"
-        common = ["--data-dir", str(root), "--data", str(root / file)]
+        common = ["--data", str(root / file)]
         train_err, eval_err = io.StringIO(), io.StringIO()   # what the commands' logs would hold
         with contextlib.redirect_stderr(train_err):
             assert cli.main(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--seed", "0",
                              *common, *args, "--batch-size", "64", "--out", str(ckpt)]) == 0
         with contextlib.redirect_stderr(eval_err):
-            assert cli.main(["evaluate", "--checkpoint", str(ckpt), *common, "--attack-norm", "linf",
+            assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root / "synthetic.npz"), "--attack-norm", "linf",
                              "--attack-eps", "2/255", "--attack-steps", "2", "--out", str(table)]) == 0
         out[name] = (ckpt, results.read_table(table), train_err.getvalue(), eval_err.getvalue())
     return out
@@ -164,43 +168,43 @@ def test_history_table_and_training_curves(cells, tmp_path):
     with pytest.raises(UserError, match="missing checkpoint"):
         history.collect([tmp_path / "nope.pt"], tmp_path / "x.parquet")
     summary = pd.concat([cells["healthy"][1], cells["collapsed"][1].assign(seed=1), cells["warmup"][1]])
-    chart = charts_training.training_curves(h, summary)
+    chart = chart_training.training_curves(h, summary)
     values = _spec_values(chart)
     assert set(values.quantity_key) == {"train_loss", "train_acc", "val_balanced_acc"}
     assert set(values[values.collapsed].seed) == {1}
     assert values[values.selected].groupby(["seed", "train_norm"]).epoch.nunique().eq(1).all()
     assert "datum.selected" in str(chart.to_dict())
-    assert charts_training.training_curves(h.iloc[:0]) is None
+    assert chart_training.training_curves(h.iloc[:0]) is None
 
 
 # --------------------------------------------------------------------------------------- eps warm-up
 
 
 def test_warmup_factor_ramps_per_batch():
-    assert [train.warmup_factor(0, it, 4) for it in range(3)] == [1.0, 1.0, 1.0]
-    ramp = [train.warmup_factor(2, it, 4) for it in range(10)]
+    assert [loop.warmup_factor(0, it, 4) for it in range(3)] == [1.0, 1.0, 1.0]
+    ramp = [loop.warmup_factor(2, it, 4) for it in range(10)]
     assert ramp == pytest.approx([1 / 8, 2 / 8, 3 / 8, 4 / 8, 5 / 8, 6 / 8, 7 / 8, 1.0, 1.0, 1.0])
 
 
 def _recorded_training(monkeypatch, ds, **hp):
     calls = []
-    real = train.perturb
+    real = loop.perturb
 
     def recording(model, x, y, **kw):
         calls.append((kw["eps"], kw["alpha"]))
         return real(model, x, y, **kw)
 
-    monkeypatch.setattr(train, "perturb", recording)
-    _, settings = train.train(ds, arch="cnn-small", norm="linf", eps=4 / 255, seed=0, progress=False,
-                              hp=train.HParams(batch_size=100, attack_steps=1, **hp))
+    monkeypatch.setattr(loop, "perturb", recording)
+    _, settings = loop.train(ds, arch="cnn-small", norm="linf", eps=4 / 255, seed=0, progress=False,
+                              hp=loop.HParams(batch_size=100, attack_steps=1, **hp))
     return calls, settings
 
 
 def test_warmup_ramps_eps_and_step_and_selects_after_it(monkeypatch, tmp_path):
     npz.write_npz(tmp_path / "synthetic.npz", synthetic.generate("synthetic", 28, seed=0, n_train=300, n_val=50,
                                                                  n_test=10))
-    ds = data.load("synthetic", 28, tmp_path)
-    eps, alpha = 4 / 255, train.HParams(attack_steps=1).alpha(4 / 255)
+    ds = loading.load("synthetic", 28, tasks.npz_path(tmp_path, "synthetic", 28))
+    eps, alpha = 4 / 255, loop.HParams(attack_steps=1).alpha(4 / 255)
     # k = 0: every batch at exactly the training epsilon and step, as before warm-up existed
     calls, settings = _recorded_training(monkeypatch, ds, epochs=2)
     assert calls == [(eps, alpha)] * 6
@@ -212,17 +216,17 @@ def test_warmup_ramps_eps_and_step_and_selects_after_it(monkeypatch, tmp_path):
     assert [a / alpha for _, a in calls] == pytest.approx(factors)
     assert settings["hparams"]["eps_warmup_epochs"] == 2
     assert settings["best_epoch"] == 3    # the only epoch trained at the full epsilon from its start
-    assert [h["train_eps"] for h in settings["history"]] == pytest.approx([eps / 2, eps, eps])
+    assert [h["epoch_eps"] for h in settings["history"]] == pytest.approx([eps / 2, eps, eps])
     with pytest.raises(ValueError, match="smaller than epochs"):
-        train.train(ds, arch="cnn-small", norm="linf", eps=eps, seed=0, progress=False,
-                    hp=train.HParams(epochs=2, eps_warmup_epochs=2))
+        loop.train(ds, arch="cnn-small", norm="linf", eps=eps, seed=0, progress=False,
+                    hp=loop.HParams(epochs=2, eps_warmup_epochs=2))
 
 
 def test_warmup_is_recorded_and_checked_by_the_command(cells, capsys, tmp_path):
     _, settings = checkpoint.load(cells["warmup"][0])
     assert settings["hparams"]["eps_warmup_epochs"] == 1 and settings["best_epoch"] >= 2
     root = cells["warmup"][0].parent
-    base = ["train", "--task", "synthetic", "--arch", "cnn-small", "--data-dir", str(root), "--out",
+    base = ["train", "--task", "synthetic", "--arch", "cnn-small", "--data", str(root / "synthetic.npz"), "--out",
             str(tmp_path / "m.pt")]
     for extra, needle in ((["--norm", "none", "--eps-warmup-epochs", "1"], "adversarial training"),
                           (["--norm", "l2", "--eps", "0.5", "--epochs", "3", "--eps-warmup-epochs", "3"],

@@ -8,7 +8,6 @@ same.
 
 from __future__ import annotations
 
-import ast
 import re
 import tracemalloc
 import zipfile
@@ -18,9 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from medgrid import cli, data, models, names, npz, placement, predict, synthetic, tasks
+from medgrid import cli, models, names
 from medgrid.attacks.sweep import robust_predictions
+from medgrid.data import loading, npz, placement, prepare, synthetic, tasks
 from medgrid.errors import UserError
+from medgrid.evaluation import predict
 
 SMALL = dict(n_train=300, n_val=20, n_test=40)
 
@@ -44,7 +45,7 @@ def test_chunked_read_equals_numpy(tmp_path, monkeypatch, task, size, writer, ta
     writer(tasks.npz_path(tmp_path, task, size), **arrays)
     # a few rows per chunk, so every split is read in several pieces (and one piece is short)
     monkeypatch.setattr(npz, "READ_CHUNK", 3 * size * size * info.n_channels + 1)
-    ds = data.load(task, size, tmp_path)
+    ds = loading.load(task, size, tasks.npz_path(tmp_path, task, size))
     for split in names.SPLITS:
         want = arrays[f"{split}_images"]
         want = want[:, None] if want.ndim == 3 else want.transpose(0, 3, 1, 2)
@@ -56,7 +57,7 @@ def test_chunked_read_equals_numpy(tmp_path, monkeypatch, task, size, writer, ta
 
 def test_load_reads_only_the_splits_asked_for(tmp_path, fake_medmnist):
     fake_medmnist(tmp_path, "pathmnist", 28, n=(30, 4, 6))
-    ds = data.load("pathmnist", 28, tmp_path, splits=("test",))
+    ds = loading.load("pathmnist", 28, tasks.npz_path(tmp_path, "pathmnist", 28), splits=("test",))
     assert ds.train is None and ds.val is None and ds.test.images.shape == (6, 3, 28, 28)
     assert ds.nbytes == 6 * 3 * 28 * 28
     # every split is still validated from its header and labels
@@ -66,7 +67,7 @@ def test_load_reads_only_the_splits_asked_for(tmp_path, fake_medmnist):
     arrays["train_labels"][0] = 9
     np.savez_compressed(path, **arrays)
     with pytest.raises(UserError, match="train_labels"):
-        data.load("pathmnist", 28, tmp_path, splits=("test",))
+        loading.load("pathmnist", 28, tasks.npz_path(tmp_path, "pathmnist", 28), splits=("test",))
 
 
 def test_load_holds_no_numpy_copy_of_a_split(tmp_path, fake_medmnist):
@@ -76,7 +77,7 @@ def test_load_holds_no_numpy_copy_of_a_split(tmp_path, fake_medmnist):
     images = 640 * 128 * 128 * 3
     tracemalloc.start()
     try:
-        data.load("pathmnist", 128, tmp_path)
+        loading.load("pathmnist", 128, tasks.npz_path(tmp_path, "pathmnist", 128))
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         with np.load(path) as z:
@@ -101,7 +102,7 @@ def test_cut_short_member_is_a_user_error(tmp_path):
         for n, b in members.items():
             zf.writestr(n, b)
     with pytest.raises(UserError) as e:
-        data.load("breastmnist", 28, tmp_path)
+        loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     assert "not a readable npz" in str(e.value) and "cut short" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -117,7 +118,7 @@ def test_no_memory_for_the_images_is_one_line(tmp_path, fake_medmnist, monkeypat
 
     monkeypatch.setattr(torch, "empty", empty)
     with pytest.raises(UserError) as e:
-        data.load("breastmnist", 28, tmp_path)
+        loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     msg = str(e.value)
     assert "\n" not in msg and "not enough memory" in msg and "train_images" in msg and "in host memory" in msg
 
@@ -141,8 +142,8 @@ def _old_fit(images):
 
 @pytest.mark.parametrize("task", names.SYNTHETIC_TASKS)
 def test_fit_of_a_28px_split_is_the_old_formula_exactly(tmp_path, task):
-    path = data.prepare(task, 28, tmp_path, seed=0)  # the demo's split: 4000 images
-    images = data.load(task, 28, npz=path).train.images
+    path = prepare.prepare(task, 28, tasks.npz_path(tmp_path, task, 28), data_seed=0)  # the demo's split: 4000 images
+    images = loading.load(task, 28, path).train.images
     assert images.numel() <= models.FIT_CHUNK
     norm = models.Normalize(images.shape[1])
     norm.fit(images)
@@ -175,7 +176,7 @@ def test_chunked_statistics_match_the_whole_split(monkeypatch):
 
 def test_predict_batch_keeps_its_pixels():
     def split(size):
-        return data.Split(torch.zeros((1, 3, size, size), dtype=torch.uint8), torch.zeros(1, dtype=torch.int64))
+        return loading.Split(torch.zeros((1, 3, size, size), dtype=torch.uint8), torch.zeros(1, dtype=torch.int64))
 
     assert predict.default_batch_size(split(28)) == 1000  # as before at 28 px
     assert predict.default_batch_size(split(64)) == 191
@@ -190,7 +191,7 @@ def test_pgd_on_uint8_images_equals_pgd_on_their_float_copy():
     y = torch.randint(0, 4, (23,), generator=g)
     kw = dict(norm="linf", eps_list=[2 / 255, 8 / 255], steps=3, seed=5, batch_size=8)
     a = robust_predictions(model, x, y, **kw)
-    b = robust_predictions(model, data.as_float(x), y, **kw)
+    b = robust_predictions(model, loading.as_float(x), y, **kw)
     for ra, rb in zip(a, b):
         assert torch.equal(ra.pred, rb.pred) and ra.grad_evals == rb.grad_evals
 
@@ -238,9 +239,9 @@ def test_synthetic_values_do_not_depend_on_the_assembly_block(monkeypatch):
 
 @pytest.mark.parametrize("size", [128, 224])
 def test_synthetic_tasks_at_large_sizes(tmp_path, size):
-    path = data.prepare("synthetic", size, tmp_path, seed=0, n_train=16, n_val=4, n_test=4)
+    path = prepare.prepare("synthetic", size, tasks.npz_path(tmp_path, "synthetic", size), data_seed=0, n_train=16, n_val=4, n_test=4)
     assert path.name == f"synthetic_{size}.npz"
-    ds = data.load("synthetic", size, tmp_path)
+    ds = loading.load("synthetic", size, tasks.npz_path(tmp_path, "synthetic", size))
     assert ds.train.images.shape == (16, 1, size, size)
     # the class pattern is planted at this size too: image with texture minus image without is +-k x pattern
     a = synthetic.generate("synthetic", size, seed=0, n_train=16, n_val=1, n_test=1)
@@ -254,19 +255,21 @@ def test_synthetic_tasks_at_large_sizes(tmp_path, size):
 
 
 def test_train_and_evaluate_a_224px_cell_through_the_cli(tmp_path, capsys):
-    data.prepare("synthetic-rgb", 224, tmp_path, seed=0, n_train=24, n_val=8, n_test=8)
+    prepare.prepare("synthetic-rgb", 224, tasks.npz_path(tmp_path, "synthetic-rgb", 224), data_seed=0, n_train=24, n_val=8, n_test=8)
     model = tmp_path / "m.pt"
     table = tmp_path / "eval.parquet"
     code = cli.main(["train", "--task", "synthetic-rgb", "--size", "224", "--arch", "cnn-small", "--norm", "linf",
                      "--eps", "2/255", "--attack-steps", "1", "--epochs", "1", "--batch-size", "8",
-                     "--data-dir", str(tmp_path), "--out", str(model), "--threads", "1", "--device", "cpu",
+                     "--data", str(tmp_path / "synthetic-rgb_224.npz"), "--out", str(model), "--threads", "1",
+                     "--device", "cpu",
                      "--data-on", "auto"])
     out = capsys.readouterr().out
     assert code == 0 and model.is_file()
     assert "data: 4.6 MiB of images in host memory" in out  # train + val: 32 x 3 x 224 x 224 bytes
     settings = torch.load(model, weights_only=True)["settings"]
     assert (settings["size"], settings["data_on"], settings["device"]) == (224, "host", "cpu")
-    code = cli.main(["evaluate", "--checkpoint", str(model), "--data-dir", str(tmp_path), "--out", str(table),
+    code = cli.main(["evaluate", "--checkpoint", str(model), "--data", str(tmp_path / "synthetic-rgb_224.npz"),
+                     "--out", str(table),
                      "--attack-norm", "linf", "--attack-eps", "2/255", "--attack-steps", "2", "--batch-size", "4",
                      "--threads", "1", "--device", "cpu"])
     assert code == 0
@@ -278,27 +281,6 @@ def test_train_and_evaluate_a_224px_cell_through_the_cli(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ workflow memory
-
-
-def _smk_dict(name: str) -> dict:
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "common.smk").read_text()
-    return ast.literal_eval(re.search(rf"^{name} = (\{{.*?^\}})$", text, re.M | re.S).group(1))
-
-
-def test_workflow_split_table_equals_medmnist_and_the_synthetic_defaults():
-    import medmnist
-
-    table = _smk_dict("SPLIT_IMAGES")
-    assert set(table) == set(names.TASKS)
-    for task in names.MEDMNIST_2D:
-        info = medmnist.INFO[task]
-        n = info["n_samples"]
-        assert table[task] == (n["train"], n["val"], n["test"], info["n_channels"]), task
-    d = synthetic.DEFAULTS
-    for task in names.SYNTHETIC_TASKS:
-        assert table[task] == (d["n_train"], d["n_val"], d["n_test"], synthetic.n_channels(task))
 
 
 def test_workflow_memory_requests_grow_with_the_images(tmp_path):
@@ -348,7 +330,7 @@ def test_commands_fix_the_mmap_threshold(monkeypatch):
     calls = []
     monkeypatch.setattr(heap, "fix_mmap_threshold", lambda: calls.append(1) or True)
     assert cli.main(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none",
-                     "--lr", "-1", "--data-dir", "nowhere", "--out", "never-written.pt"]) == 2  # fails in the command, after the set-up
+                     "--lr", "-1", "--data", "nowhere.npz", "--out", "never-written.pt"]) == 2  # fails in the command, after the set-up
     assert calls == [1]
     monkeypatch.undo()
     assert heap.fix_mmap_threshold() is True

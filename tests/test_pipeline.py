@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from medgrid import checkpoint, cli, data
+from medgrid import checkpoint, cli
+from medgrid.data import prepare, tasks
 
 pytestmark = pytest.mark.slow
 
@@ -14,8 +15,8 @@ def trained(tmp_path_factory):
     """Prepare synthetic, train standard and linf-2/255 cnn-small, evaluate both at linf 1,2,4/255."""
     root = tmp_path_factory.mktemp("pipeline")
     d = root / "data"
-    assert cli.main(["prepare-data", "--task", "synthetic", "--size", "28", "--data-dir", str(d)]) == 0
-    common = ["--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--seed", "0", "--data-dir", str(d)]
+    assert cli.main(["prepare-data", "--task", "synthetic", "--size", "28", "--out", str(d / "synthetic.npz")]) == 0
+    common = ["--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--seed", "0", "--data", str(d / "synthetic.npz")]
     assert cli.main(["train", *common, "--norm", "none", "--eps", "0", "--epochs", "20",
                      "--stop-train-acc", "0.995", "--out", str(root / "std.pt")]) == 0
     assert cli.main(["train", *common, "--norm", "linf", "--eps", "2/255", "--epochs", "8",
@@ -23,7 +24,7 @@ def trained(tmp_path_factory):
     tables = {}
     for name in ("std", "adv"):
         out = root / f"{name}.parquet"
-        assert cli.main(["evaluate", "--checkpoint", str(root / f"{name}.pt"), "--data-dir", str(d),
+        assert cli.main(["evaluate", "--checkpoint", str(root / f"{name}.pt"), "--data", str(d / "synthetic.npz"),
                          "--attack-norm", "linf", "--attack-eps", "1/255,2/255,4/255,8/255", "--out", str(out)]) == 0
         tables[name] = pd.read_parquet(out)
     return root, tables
@@ -71,13 +72,13 @@ def test_checkpoint_records_its_settings(trained):
 
 def test_training_is_reproducible_from_seed(tmp_path):
     d = tmp_path / "data"
-    data.prepare("synthetic", 28, d, seed=0)
+    prepare.prepare("synthetic", 28, tasks.npz_path(d, "synthetic", 28), data_seed=0)
     outs = []
     for i in range(2):
         out = tmp_path / f"m{i}.pt"
         assert cli.main(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "linf",
                          "--eps", "2/255", "--seed", "3", "--epochs", "1", "--attack-steps", "2",
-                         "--data-dir", str(d), "--out", str(out)]) == 0
+                         "--data", str(d / "synthetic.npz"), "--out", str(out)]) == 0
         outs.append(torch.load(out, weights_only=True)["state_dict"])
     for k in outs[0]:
         assert torch.equal(outs[0][k], outs[1][k]), k

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from medgrid import aggregate, results
+from medgrid import results
 from medgrid.errors import UserError
+from medgrid.report import aggregate
 
 
 def cell(seed=0, task="synthetic"):

@@ -1,7 +1,5 @@
 """MedMNIST-C: generated sets (layout, seeding as medmnistc's DatasetManager), download, evaluation rows, errors."""
 
-import ast
-import re
 import zipfile
 from pathlib import Path
 
@@ -10,8 +8,10 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from medgrid import checkpoint, cli, corruptions, data, evaluate, names, npz, results, shift, synthetic
+from medgrid import checkpoint, cli, names, results
+from medgrid.data import corruptions, loading, npz, prepare, shift_sets, synthetic, tasks
 from medgrid.errors import UserError
+from medgrid.evaluation.shift import corruption_rows
 
 registry = pytest.importorskip("medmnistc.corruptions.registry",
                                reason="medmnistc (and ImageMagick) not installed", exc_type=ImportError)
@@ -44,6 +44,16 @@ def write_task(path, images, labels, splits=("test",)):
     return path
 
 
+def make_sets(task, size, data_dir, out_dir, *, corruptions, seed=0, source="generate", archive=None, **kw):
+    """shift_sets.prepare once per corruption, as the workflow's jobs do: the task's files in ``data_dir``
+    (its 224-px one when there), each set written to ``{out_dir}/{task}/{name}.npz``; returns the paths."""
+    clean_224 = tasks.npz_path(data_dir, task, 224)
+    return [shift_sets.prepare(task, size, tasks.npz_path(data_dir, task, size), shift_sets.output_path(out_dir, task, name),
+                               corruption=name, source=source, corruption_seed=seed, archive=archive,
+                               clean_224=clean_224 if clean_224.is_file() else None, **kw)
+            for name in corruptions]
+
+
 def run(capsys, *argv):
     code = cli.main([str(a) for a in argv])
     return code, capsys.readouterr().err.strip()
@@ -60,18 +70,6 @@ def assert_one_line_error(code, err, *needles):
 # ------------------------------------------------------------------------------------------ names
 
 
-def test_names_follow_medmnistc_registry_and_workflow_table():
-    for task in names.MEDMNIST_2D:
-        assert list(corruptions.corruption_names(task)) == list(registry.CORRUPTIONS_DS[task]) + [
-            names.RESAMPLE_CONTROL]
-    for name, flag in corruptions.SYNTHETIC_SUITE.items():
-        assert name in registry.CORRUPTIONS_DS[flag]
-    # the static table of workflow/rules/shift.smk (Snakemake cannot import medmnistc)
-    text = (ROOT / "workflow" / "rules" / "shift.smk").read_text()
-    table = ast.literal_eval(re.search(r"^SHIFT_CORRUPTIONS = (\{.*?^\})", text, re.S | re.M).group(1))
-    assert table == {t: list(corruptions.corruption_names(t)) for t in names.TASKS}
-
-
 # -------------------------------------------------------------------------------------- generation
 
 
@@ -85,7 +83,7 @@ def breast_dir(tmp_path_factory):
 def test_generate_layout_dtype_and_seed(breast_dir, tmp_path):
     out = tmp_path / "c"
     names = ["pixelate", "speckle_noise"]
-    paths = shift.prepare("breastmnist", 28, breast_dir, out, source="generate", corrupt_at="model_size",
+    paths = make_sets("breastmnist", 28, breast_dir, out, source="generate", corrupt_at="model_size",
                           corruptions=names, seed=3)
     assert paths == [out / "breastmnist" / f"{n}.npz" for n in names]
     for p in paths:
@@ -96,9 +94,9 @@ def test_generate_layout_dtype_and_seed(breast_dir, tmp_path):
             assert z["test_labels"].ravel().tolist() == [0, 1, 1] * 5
             sev = z["test_images"].reshape(5, 3, 28, 28).astype(int)
             assert not np.array_equal(sev[0], sev[4])  # severities differ
-    again = shift.prepare("breastmnist", 28, breast_dir, tmp_path / "d", source="generate",
+    again = make_sets("breastmnist", 28, breast_dir, tmp_path / "d", source="generate",
                           corrupt_at="model_size", corruptions=names, seed=3)
-    other = shift.prepare("breastmnist", 28, breast_dir, tmp_path / "e", source="generate",
+    other = make_sets("breastmnist", 28, breast_dir, tmp_path / "e", source="generate",
                           corrupt_at="model_size", corruptions=["speckle_noise"], seed=4)
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]  # same seed: same files
     with np.load(paths[1]) as a, np.load(other[0]) as b:  # speckle noise is random: another seed differs
@@ -109,7 +107,7 @@ def test_generate_layout_dtype_and_seed(breast_dir, tmp_path):
 def test_rgb_and_nearest_round_trip(tmp_path):
     images = smooth_images(2, 28, channels=3)
     write_task(tmp_path / "bloodmnist.npz", images, [0, 7])
-    (p,) = shift.prepare("bloodmnist", 28, tmp_path, tmp_path / "c", source="generate", corrupt_at="model_size",
+    (p,) = make_sets("bloodmnist", 28, tmp_path, tmp_path / "c", source="generate", corrupt_at="model_size",
                          corruptions=["brightness_up"])
     with np.load(p) as z:
         assert z["test_images"].shape == (10, 28, 28, 3)
@@ -124,12 +122,12 @@ def test_resample_control_is_the_resize_path_without_a_corruption(tmp_path):
     write_task(tmp_path / "breastmnist.npz", images, [0, 1, 1])
     out = tmp_path / "c"
     # nearest upsampling at 28 px: the round trip is exact, so the control is the clean test set
-    (p,) = shift.prepare("breastmnist", 28, tmp_path, out, source="generate", corrupt_at="model_size",
+    (p,) = make_sets("breastmnist", 28, tmp_path, out, source="generate", corrupt_at="model_size",
                          corruptions=[names.RESAMPLE_CONTROL])
     with np.load(p) as z:
         assert np.array_equal(z["test_images"], images) and z["test_labels"].ravel().tolist() == [0, 1, 1]
     # bicubic: the round trip low-passes the images, and the control shows it
-    (p,) = shift.prepare("breastmnist", 28, tmp_path, tmp_path / "b", source="generate", corrupt_at="model_size",
+    (p,) = make_sets("breastmnist", 28, tmp_path, tmp_path / "b", source="generate", corrupt_at="model_size",
                          upsample="bicubic", corruptions=[names.RESAMPLE_CONTROL])
     with np.load(p) as z:
         expected = [corruptions.resize(corruptions.resize(img, 224, "BICUBIC"), 28, "BOX") for img in images]
@@ -137,7 +135,7 @@ def test_resample_control_is_the_resize_path_without_a_corruption(tmp_path):
     # from a 224-px test set: box-resized to the model size, as the corrupted sets are
     big = smooth_images(3, 224, seed=2)
     write_task(tmp_path / "breastmnist_224.npz", big, [0, 1, 1])
-    (p,) = shift.prepare("breastmnist", 28, tmp_path, tmp_path / "d", source="generate", corrupt_at="224",
+    (p,) = make_sets("breastmnist", 28, tmp_path, tmp_path / "d", source="generate", corrupt_at="224",
                          corruptions=[names.RESAMPLE_CONTROL])
     with np.load(p) as z:
         assert np.array_equal(z["test_images"], np.stack([corruptions.resize(b, 28, "BOX") for b in big]))
@@ -158,7 +156,7 @@ def test_same_images_as_medmnistc_dataset_manager(tmp_path):
     # pixelate, jpeg_compression: deterministic; speckle_noise: the first random one (fresh seeded state);
     # brightness/contrast: deterministic. motion_blur comes after speckle noise drew from the stream.
     same = ["pixelate", "jpeg_compression", "speckle_noise", "brightness_up", "brightness_down", "contrast_down"]
-    ours = shift.prepare("breastmnist", 224, src, tmp_path / "ours", source="generate", corruptions=same, seed=0)
+    ours = make_sets("breastmnist", 224, src, tmp_path / "ours", source="generate", corruptions=same, seed=0)
     for name, p in zip(same, ours):
         with np.load(p) as a, np.load(tmp_path / "official" / "breastmnist" / f"{name}.npz") as b:
             assert np.array_equal(a["test_images"], b["test_images"]), name
@@ -167,7 +165,7 @@ def test_same_images_as_medmnistc_dataset_manager(tmp_path):
 
 def test_impulse_noise_uses_the_seeded_rng(tmp_path):
     write_task(tmp_path / "pneumoniamnist.npz", smooth_images(2, 28), [0, 1])
-    a, b, c = (shift.prepare("pneumoniamnist", 28, tmp_path, tmp_path / k, source="generate",
+    a, b, c = (make_sets("pneumoniamnist", 28, tmp_path, tmp_path / k, source="generate",
                              corrupt_at="model_size", corruptions=["impulse_noise"], seed=s)[0]
                for k, s in (("a", 0), ("b", 0), ("c", 1)))
     assert a.read_bytes() == b.read_bytes() != c.read_bytes()
@@ -176,20 +174,20 @@ def test_impulse_noise_uses_the_seeded_rng(tmp_path):
 def test_corrupt_at_224_resizes_to_model_size(tmp_path):
     write_task(tmp_path / "breastmnist_224.npz", smooth_images(2, 224), [1, 0])
     write_task(tmp_path / "breastmnist.npz", smooth_images(2, 28), [1, 0])
-    (p,) = shift.prepare("breastmnist", 28, tmp_path, tmp_path / "c", source="generate",
+    (p,) = make_sets("breastmnist", 28, tmp_path, tmp_path / "c", source="generate",
                          corruptions=["contrast_down"])
     with np.load(p) as z:
         assert z["test_images"].shape == (10, 28, 28)
     write_task(tmp_path / "breastmnist.npz", smooth_images(2, 28), [0, 0])
     with pytest.raises(UserError, match="different test labels"):
-        shift.prepare("breastmnist", 28, tmp_path, tmp_path / "c", source="generate", corruptions=["pixelate"])
+        make_sets("breastmnist", 28, tmp_path, tmp_path / "c", source="generate", corruptions=["pixelate"])
 
 
 def test_texture_shuffled_keeps_robust_features(tmp_path):
-    data.prepare("synthetic", 28, tmp_path, seed=5, n_train=8, n_val=8, n_test=200)
-    (p,) = shift.prepare("synthetic", 28, tmp_path, tmp_path / "c", source="generate",
+    prepare.prepare("synthetic", 28, tasks.npz_path(tmp_path, "synthetic", 28), data_seed=5, n_train=8, n_val=8, n_test=200)
+    (p,) = make_sets("synthetic", 28, tmp_path, tmp_path / "c", source="generate",
                          corruptions=[names.TEXTURE_SHUFFLED], data_seed=5)
-    clean = data.load("synthetic", 28, tmp_path).test
+    clean = loading.load("synthetic", 28, tasks.npz_path(tmp_path, "synthetic", 28)).test
     x, y = clean.images[:, 0].numpy().astype(int), clean.labels.numpy()
     with np.load(p) as z:
         shuffled, labels = z["test_images"].astype(int), z["test_labels"].ravel()
@@ -203,7 +201,7 @@ def test_texture_shuffled_keeps_robust_features(tmp_path):
     assert 0.1 < agree < 0.45  # uniform over 4 classes: 1/4 agree by chance
     assert len(set(texture)) == 4
     with pytest.raises(UserError, match="--data-seed"):
-        shift.prepare("synthetic", 28, tmp_path, tmp_path / "c", source="generate",
+        make_sets("synthetic", 28, tmp_path, tmp_path / "c", source="generate",
                       corruptions=[names.TEXTURE_SHUFFLED], data_seed=6)
 
 
@@ -215,15 +213,18 @@ def test_download_from_a_mirror(tmp_path, monkeypatch):
     inner = write_task(tmp_path / "pixelate.npz", images, [1, 0] * 5)
     with zipfile.ZipFile(mirror / "breastmnist.zip", "w") as zf:
         zf.write(inner, "breastmnist/pixelate.npz")
-    monkeypatch.setenv(shift.URL_ENV, mirror.resolve().as_uri())
+    monkeypatch.setenv(shift_sets.URL_ENV, mirror.resolve().as_uri())
     write_task(tmp_path / "d" / "breastmnist.npz", smooth_images(2, 28), [1, 0])
-    (p,) = shift.prepare("breastmnist", 28, tmp_path / "d", tmp_path / "c", source="download",
-                         corruptions=["pixelate"])
+    archive = shift_sets.fetch("breastmnist", tmp_path / "d" / "medmnist-c" / "breastmnist.zip")
+    (p,) = make_sets("breastmnist", 28, tmp_path / "d", tmp_path / "c", source="download",
+                     corruptions=["pixelate"], archive=archive)
     with np.load(p) as z:
         assert z["test_images"].shape == (10, 28, 28)
         expected = np.stack([corruptions.resize(img, 28, "BOX") for img in images])
         assert np.array_equal(z["test_images"], expected)
-    assert (tmp_path / "d" / "medmnist-c" / "breastmnist.zip").is_file()  # cached for the other corruptions
+    assert archive.is_file() and zipfile.is_zipfile(archive)  # one download for all of the task's sets
+    with pytest.raises(UserError, match="needs MedMNIST-C's breastmnist.zip"):
+        make_sets("breastmnist", 28, tmp_path / "d", tmp_path / "c", source="download", corruptions=["pixelate"])
 
 
 # -------------------------------------------------------------------------------------- evaluation
@@ -252,7 +253,7 @@ def test_rows_against_sklearn_and_medmnistc_evaluator(tmp_path):
     clean_pred = np.where(rng.random(n) < 0.8, labels, 1 - labels)
     clean[:, 0, 0] = 10 * clean_pred
     write_task(tmp_path / "breastmnist.npz", clean, labels, splits=("train", "val", "test"))
-    ds = data.load("breastmnist", 28, tmp_path)
+    ds = loading.load("breastmnist", 28, tasks.npz_path(tmp_path, "breastmnist", 28))
     preds = {}
     for k, name in enumerate(["pixelate", "motion_blur"]):
         p = np.where(rng.random(5 * n) < 0.75 - 0.1 * k, np.tile(labels, 5), 1 - np.tile(labels, 5))
@@ -264,8 +265,10 @@ def test_rows_against_sklearn_and_medmnistc_evaluator(tmp_path):
     write_task(tmp_path / "c" / "breastmnist" / f"{names.RESAMPLE_CONTROL}.npz", clean, labels)
     cell = results.cell_columns({"task": "breastmnist", "size": 28, "arch": "x", "norm": "none", "eps": 0,
                                  "seed": 0})
-    rows = results.from_rows(evaluate.corruption_rows(FirstPixel(2), ds, cell, tmp_path / "c",
-                                                      corruptions=list(preds) + [names.RESAMPLE_CONTROL]))
+    def sets(names_):
+        return {n: tmp_path / "c" / "breastmnist" / f"{n}.npz" for n in names_}
+
+    rows = results.from_rows(corruption_rows(FirstPixel(2), ds, cell, sets(list(preds) + [names.RESAMPLE_CONTROL])))
     assert set(rows.eval_kind) == {"corruption"}
 
     def value(corruption, severity, metric):
@@ -298,22 +301,20 @@ def test_rows_against_sklearn_and_medmnistc_evaluator(tmp_path):
     resampled = clean.copy()
     resampled[:, 0, 0] = 10 * labels  # the control is classified perfectly
     write_task(tmp_path / "c" / "breastmnist" / f"{names.RESAMPLE_CONTROL}.npz", resampled, labels)
-    rows = results.from_rows(evaluate.corruption_rows(FirstPixel(2), ds, cell, tmp_path / "c",
-                                                      corruptions=list(preds) + [names.RESAMPLE_CONTROL]))
+    rows = results.from_rows(corruption_rows(FirstPixel(2), ds, cell, sets(list(preds) + [names.RESAMPLE_CONTROL])))
     alex = corruptions.baselines()["breastmnist"]
     for name in preds:
         error = 1 - value(name, 0, "balanced_acc")
         expected = (error - 0.0) / (alex["raw_scores"][name] - alex["clean_score"])
         assert value(name, 0, "rbe_not_comparable") == pytest.approx(expected)
     # without the control there is no clean baseline that isolates the corruption: no rBE
-    rows = results.from_rows(evaluate.corruption_rows(FirstPixel(2), ds, cell, tmp_path / "c",
-                                                      corruptions=list(preds)))
+    rows = results.from_rows(corruption_rows(FirstPixel(2), ds, cell, sets(list(preds))))
     assert not {"rbe", "rbe_not_comparable"} & set(rows.metric)
 
 
 def test_evaluate_cli_writes_a_shift_table(tmp_path, capsys):
     d = tmp_path / "data"
-    data.prepare("synthetic", 28, d, seed=0, n_train=8, n_val=8, n_test=30)
+    prepare.prepare("synthetic", 28, tasks.npz_path(d, "synthetic", 28), data_seed=0, n_train=8, n_val=8, n_test=30)
     ckpt = tmp_path / "model.pt"
     from medgrid import models
 
@@ -321,14 +322,13 @@ def test_evaluate_cli_writes_a_shift_table(tmp_path, capsys):
     checkpoint.save(ckpt, model, {"task": "synthetic", "size": 28, "arch": "cnn-small", "norm": "none",
                                   "eps": 0.0, "seed": 0, "n_channels": 1, "n_classes": 4})
     chosen = ["brightness_down", names.TEXTURE_SHUFFLED]
-    argv = ["shift", "prepare", "--task", "synthetic", "--size", "28", "--data-dir", d, "--out-dir",
-            tmp_path / "c", "--source", "generate"]
+    data = d / "synthetic.npz"
     for name in chosen:
-        argv += ["--corruption", name]
-    assert run(capsys, *argv)[0] == 0
+        assert run(capsys, "shift", "prepare", "--task", "synthetic", "--size", "28", "--data", data, "--corruption",
+                   name, "--out", tmp_path / "c" / f"{name}.npz", "--source", "generate")[0] == 0
     out = tmp_path / "shift.parquet"
-    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data-dir", d, "--shift-dir", tmp_path / "c",
-                    "--shift-corruptions", ",".join(chosen), "--no-clean", "--out", out)
+    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", data, "--shift-sets",
+                    *[tmp_path / "c" / f"{name}.npz" for name in chosen], "--no-clean", "--out", out)
     assert code == 0, err
     table = results.read_table(out)
     assert set(table.eval_kind) == {"corruption"}
@@ -339,17 +339,20 @@ def test_evaluate_cli_writes_a_shift_table(tmp_path, capsys):
     assert got == expected
     assert (table[table.severity > 0].n == 30).all()
     # missing set: one line naming the file and the command that makes it
-    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data-dir", d, "--shift-dir", tmp_path / "c",
-                    "--no-clean", "--out", out)
+    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", data, "--shift-sets",
+                    tmp_path / "c" / "defocus_blur.npz", "--no-clean", "--out", out)
     assert_one_line_error(code, err, "defocus_blur.npz not found", "medgrid shift prepare")
+    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", data, "--shift-sets",
+                    tmp_path / "c" / "fog.npz", "--no-clean", "--out", out)
+    assert_one_line_error(code, err, "unknown corruption 'fog'")
     # wrong layout: one severity instead of five
     bad = tmp_path / "bad"
-    with np.load(tmp_path / "c" / "synthetic" / "brightness_down.npz") as z:
-        write_task(bad / "synthetic" / "brightness_down.npz", z["test_images"][:30], z["test_labels"][:30])
-    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data-dir", d, "--shift-dir", bad,
-                    "--shift-corruptions", "brightness_down", "--no-clean", "--out", out)
+    with np.load(tmp_path / "c" / "brightness_down.npz") as z:
+        write_task(bad / "brightness_down.npz", z["test_images"][:30], z["test_labels"][:30])
+    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", data, "--shift-sets",
+                    bad / "brightness_down.npz", "--no-clean", "--out", out)
     assert_one_line_error(code, err, "expected 150 images", "got 30")
-    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data-dir", d, "--no-clean", "--out", out)
+    code, err = run(capsys, "evaluate", "--checkpoint", ckpt, "--data", data, "--no-clean", "--out", out)
     assert_one_line_error(code, err, "nothing to evaluate")
 
 
@@ -357,39 +360,48 @@ def test_evaluate_cli_writes_a_shift_table(tmp_path, capsys):
 
 
 def test_bad_input_is_one_line(breast_dir, tmp_path, capsys, monkeypatch):
-    base = ["shift", "prepare", "--task", "breastmnist", "--size", "28", "--data-dir", breast_dir,
-            "--out-dir", tmp_path / "c", "--source", "generate"]
-    code, err = run(capsys, *base, "--corrupt-at", "model_size", "--corruption", "fog")
+    data = breast_dir / "breastmnist.npz"
+
+    def prepare_set(*argv, corruption="pixelate", task="breastmnist", source="generate"):
+        return run(capsys, "shift", "prepare", "--task", task, "--size", "28", "--corruption", corruption, "--out",
+                   tmp_path / "c" / f"{corruption}.npz", "--source", source, *argv)
+
+    code, err = prepare_set("--data", data, "--corrupt-at", "model_size", corruption="fog")
     assert_one_line_error(code, err, "unknown corruption 'fog'", "pixelate, jpeg_compression")
-    code, err = run(capsys, *base)  # default: the 224-px test set, which is not there
+    code, err = prepare_set("--data", data)  # default: the 224-px test set, which is not given
+    assert_one_line_error(code, err, "--clean-224 FILE", "--corrupt-at model_size")
+    code, err = prepare_set("--data", data, "--clean-224", breast_dir / "breastmnist_224.npz")
     assert_one_line_error(code, err, "breastmnist_224.npz not found",
-                          f"medgrid prepare-data --task breastmnist --size 224 --data-dir {breast_dir}")
-    code, err = run(capsys, "shift", "prepare", "--task", "synthetic", "--data-dir", tmp_path, "--out-dir",
-                    tmp_path / "c", "--source", "generate", "--corrupt-at", "224")
-    assert_one_line_error(code, err, "synthetic tasks have no 224-px version")
-    code, err = run(capsys, "shift", "preview", "--task", "breastmnist", "--data-dir", breast_dir,
+                          f"medgrid prepare-data --task breastmnist --size 224 --out {breast_dir / 'breastmnist_224.npz'}")
+    code, err = prepare_set("--data", tmp_path / "synthetic.npz", "--corrupt-at", "224", task="synthetic")
+    assert_one_line_error(code, err, "use --corrupt-at model_size")
+    code, err = run(capsys, "shift", "prepare", "--task", "breastmnist", "--data", data, "--corruption", "pixelate",
+                    "--out", tmp_path / "c" / "x.npz", "--source", "generate", "--corrupt-at", "model_size")
+    assert_one_line_error(code, err, "name the file pixelate.npz")
+    code, err = run(capsys, "shift", "preview", "--task", "breastmnist", "--data", data,
                     "--corruption", "pixelate", "--severity", "6", "--out", tmp_path / "p.png")
     assert_one_line_error(code, err, "severity '6' is outside 1-5")
     write_task(tmp_path / "w" / "breastmnist.npz", smooth_images(2, 32), [0, 1])
-    code, err = run(capsys, "shift", "prepare", "--task", "breastmnist", "--data-dir", tmp_path / "w", "--out-dir",
-                    tmp_path / "c", "--source", "generate", "--corrupt-at", "model_size")
+    code, err = prepare_set("--data", tmp_path / "w" / "breastmnist.npz", "--corrupt-at", "model_size")
     assert_one_line_error(code, err, "test_images has shape (2, 32, 32), expected (N, 28, 28)")
     npz.write_npz(tmp_path / "k" / "breastmnist.npz", {"images": smooth_images(2, 28)})
-    code, err = run(capsys, "shift", "prepare", "--task", "breastmnist", "--data-dir", tmp_path / "k", "--out-dir",
-                    tmp_path / "c", "--source", "generate", "--corrupt-at", "model_size")
+    code, err = prepare_set("--data", tmp_path / "k" / "breastmnist.npz", "--corrupt-at", "model_size")
     assert_one_line_error(code, err, "lacks test_images, test_labels")
-    monkeypatch.setenv(shift.URL_ENV, (tmp_path / "nowhere").resolve().as_uri())
-    code, err = run(capsys, "shift", "prepare", "--task", "breastmnist", "--data-dir", breast_dir, "--out-dir",
-                    tmp_path / "c", "--source", "download", "--corruption", "pixelate")
+    code, err = prepare_set("--data", data, source="download")
+    assert_one_line_error(code, err, "--zip FILE", "medgrid shift fetch")
+    monkeypatch.setenv(shift_sets.URL_ENV, (tmp_path / "nowhere").resolve().as_uri())
+    code, err = run(capsys, "shift", "fetch", "--task", "breastmnist", "--out", tmp_path / "z" / "breastmnist.zip")
     assert_one_line_error(code, err, "breastmnist.zip", "needs internet", "--source generate")
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.npz"))
+    assert not list((tmp_path / "z").iterdir())
 
 
 def test_preview_png(breast_dir, tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "p.png"
-    code, err = run(capsys, "shift", "preview", "--task", "breastmnist", "--data-dir", breast_dir, "--corruption",
+    code, err = run(capsys, "shift", "preview", "--task", "breastmnist", "--data", breast_dir / "breastmnist.npz",
+                    "--corruption",
                     "motion_blur", "--severity", "1", "--severity", "5", "--n", "3", "--out", out)
     assert code == 0, err
     assert Image.open(out).size == (3 * 28, 3 * 28)  # clean + 2 severities, 3 images
@@ -404,7 +416,7 @@ def test_real_breastmnist_motion_blur(tmp_path):
     with np.load(REAL_DATA / "breastmnist.npz") as z:
         images, labels = z["test_images"][:6], z["test_labels"][:6]
     write_task(tmp_path / "breastmnist.npz", images, labels)
-    (p,) = shift.prepare("breastmnist", 28, tmp_path, tmp_path / "c", source="generate", corrupt_at="model_size",
+    (p,) = make_sets("breastmnist", 28, tmp_path, tmp_path / "c", source="generate", corrupt_at="model_size",
                          corruptions=["motion_blur"])
     with np.load(p) as z:
         out, out_labels = z["test_images"], z["test_labels"]

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
-
 from test_workflow import REPO, copy_workflow, snakemake, write_yaml
 
 SETUP = REPO / "scripts" / "slurm_localhost.sh"

@@ -7,11 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from medgrid import data, evaluate, results, train
+from medgrid import results
 from medgrid.attacks import apgd, ensemble, sweep
 from medgrid.attacks.pgd import Outcome
-from medgrid.sanity import SanitySettings
-from medgrid.strong import StrongSettings, subset
+from medgrid.data import loading, prepare, tasks
+from medgrid.evaluation import evaluate
+from medgrid.evaluation.sanity import SanitySettings
+from medgrid.evaluation.strong import StrongSettings, subset
+from medgrid.training import loop
 
 
 class Linear(nn.Module):
@@ -141,13 +144,13 @@ def test_strong_eps_must_be_in_the_pgd_grid():
 def trained(tmp_path_factory):
     """A briefly adversarially trained cnn-small on the synthetic task, and a standard one."""
     d = tmp_path_factory.mktemp("strong")
-    data.prepare("synthetic", 28, d, seed=0, n_train=1200, n_val=100, n_test=400)
-    ds = data.load("synthetic", 28, d)
+    prepare.prepare("synthetic", 28, tasks.npz_path(d, "synthetic", 28), data_seed=0, n_train=1200, n_val=100, n_test=400)
+    ds = loading.load("synthetic", 28, tasks.npz_path(d, "synthetic", 28))
     torch.set_num_threads(2)
-    robust, rs = train.train(ds, arch="cnn-small", norm="linf", eps=4 / 255, seed=0, progress=False,
-                             hp=train.HParams(epochs=4, attack_steps=3, lr=0.05))
-    standard, ss = train.train(ds, arch="cnn-small", norm="none", eps=0.0, seed=0, progress=False,
-                               hp=train.HParams(epochs=6))
+    robust, rs = loop.train(ds, arch="cnn-small", norm="linf", eps=4 / 255, seed=0, progress=False,
+                             hp=loop.HParams(epochs=4, attack_steps=3, lr=0.05))
+    standard, ss = loop.train(ds, arch="cnn-small", norm="none", eps=0.0, seed=0, progress=False,
+                               hp=loop.HParams(epochs=6))
     return ds, robust, rs, standard
 
 
@@ -157,7 +160,7 @@ def test_apgd_at_least_as_strong_as_torchattacks(trained, norm, eps):
     """Our APGD-CE / APGD-T (fused steps) against torchattacks' port of the authors' code, same budget."""
     torchattacks = pytest.importorskip("torchattacks", reason="independent APGD: pip install --no-deps torchattacks")
     ds, model, _, _ = trained
-    x, y = data.as_float(ds.test.images[:200]), ds.test.labels[:200]
+    x, y = loading.as_float(ds.test.images[:200]), ds.test.labels[:200]
     with torch.no_grad():
         clean = model(x).argmax(1)
     name = {"linf": "Linf", "l2": "L2"}[norm]
@@ -199,7 +202,7 @@ def _checks(table):
 def test_checks_pass_on_a_normal_model_and_fail_on_a_masked_one(trained):
     pytest.importorskip("torchattacks", reason="the black-box check uses torchattacks' Square")
     ds, robust, settings, standard = trained
-    small = data.Dataset(ds.info, ds.size, ds.train, ds.val, data.Split(ds.test.images[:120], ds.test.labels[:120]),
+    small = loading.Dataset(ds.info, ds.size, ds.train, ds.val, loading.Split(ds.test.images[:120], ds.test.labels[:120]),
                          ds.path, ds.sha256)
     kw = dict(attacks_by_norm={"linf": [2 / 255, 4 / 255]}, steps=10, strong=StrongSettings(iterations=20),
               sanity=SanitySettings(samples=120, square_queries=300, square_samples=60, steps=10),
@@ -221,6 +224,7 @@ def test_checks_pass_on_a_normal_model_and_fail_on_a_masked_one(trained):
 
 
 def test_every_check_has_its_measured_quantity():
-    from medgrid import names, sanity
+    from medgrid import names
+    from medgrid.evaluation import sanity
 
     assert set(sanity.MEASURED) == set(names.SANITY_CHECKS)

@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from packaging.requirements import InvalidRequirement, Requirement
-
 from conftest import headless
+from packaging.requirements import InvalidRequirement, Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,7 +36,7 @@ TINY_ARCHS = ("cnn-small", "resnet18")
 TINY_SETTINGS = ("none-0", "linf-2o255")
 
 
-def tiny_config(data_dir: Path) -> dict:
+def tiny_config(source_dir: Path) -> dict:
     """config/config.yaml with the grid, hyperparameters and resources replaced by tiny ones, and
     the corrupted test sets and the feature datasets turned off."""
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -45,7 +44,7 @@ def tiny_config(data_dir: Path) -> dict:
               weight_decay=0.0, momentum=0.9, attack_steps=1, attack_step_size=None,
               stop_train_acc=None, standard={}, adversarial={})
     cfg.update({
-        "data_dir": str(data_dir),
+        "source_dir": str(source_dir),
         "data_seed": 0,
         "tasks": ["breastmnist"],
         "sizes": [28],
@@ -245,7 +244,7 @@ def tiny_run(tmp_path_factory, tiny_data):
     pythonpath = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
     snakemake(work, timeout=1500, env=tool_env(PYTHONPATH=pythonpath))
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tiny_data.iterdir()}
-    assert after == before, "the workflow wrote into config data_dir"
+    assert after == before, "the workflow wrote into config source_dir"
     return work
 
 
@@ -288,13 +287,19 @@ def test_demo_config_dag(tmp_path):
     adv = cmds["results/synthetic/28/cnn-small/linf-2o255/seed0/model.pt"]
     assert "--stop-train-acc 0.995" in std and "--attack-steps" not in std
     assert "--eps 2/255" in adv and "--attack-steps 5" in adv
-    assert all("--source-dir" not in j.shell for j in rules["prepare_data"])
+    assert all("--source" not in j.shell and "--data-seed 0" in j.shell for j in rules["prepare_data"])
+    # rules pass files: no command is given a folder of data to find its file in
+    assert not [j.shell for j in jobs if "--data-dir" in j.shell or "dirname" in j.shell]
+    for job in rules["train"] + rules["evaluate"] + rules["shift_evaluate"] + rules["features_nonrobust"]:
+        assert re.search(r"--data resources/data/synthetic(-rgb)?\.npz ", job.shell), job.shell
+    for job in rules["shift_evaluate"]:
+        assert "--shift-sets resources/medmnist-c/28/synthetic" in job.shell
 
 
 def test_local_data_config_copies_instead_of_downloading(tmp_path):
     if not SHARED_MEDMNIST.is_dir():
         pytest.skip(f"no already-downloaded MedMNIST files at {SHARED_MEDMNIST}")
-    # the config as shipped: data_dir ../shared/data/medmnist, relative to the working directory
+    # the config as shipped: source_dir ../shared/data/medmnist, relative to the working directory
     work = copy_workflow(tmp_path / "wf")
     (tmp_path / "shared").symlink_to(SHARED_MEDMNIST.parents[1], target_is_directory=True)
     jobs = dry_run(work, "--configfile", "config/local-data.yaml")
@@ -304,8 +309,27 @@ def test_local_data_config_copies_instead_of_downloading(tmp_path):
     for job in prep:
         name = Path(job.output[0]).name
         assert job.input == [f"../shared/data/medmnist/{name}"]
-        assert "--source-dir ../shared/data/medmnist" in job.shell
+        assert f"--source ../shared/data/medmnist/{name}" in job.shell and f"--out resources/data/{name}" in job.shell
     assert len(by_rule(jobs)["train"]) == 2 * 1 * 6 * 3
+
+
+def test_deprecated_data_dir_is_read_as_source_dir(tmp_path, tiny_data):
+    work = copy_workflow(tmp_path / "wf")
+    write_yaml(work / "config" / "old.yaml", {"data_dir": str(tiny_data), "tasks": ["breastmnist"], "sizes": [28],
+                                              "archs": ["cnn-small"], "seeds": [0], "train_grid": {"none": [0]},
+                                              "shift": {"enabled": False}, "features": {"datasets": []}})
+    proc = snakemake(work, "--dry-run", "--configfile", "config/old.yaml")
+    assert "config key data_dir is deprecated: it is now source_dir" in proc.stderr
+    (prep,) = by_rule(parse_dry_run(proc.stdout))["prepare_data"]
+    assert f"--source {tiny_data}/breastmnist.npz" in prep.shell
+
+
+def test_strong_epsilons_must_be_in_the_attack_grid(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    write_yaml(work / "config" / "bad.yaml", {"evaluate": {"strong": {"epsilons": {"linf": ["16/255"], "l2": [0.5]}}}})
+    proc = snakemake(work, "--dry-run", "--configfile", "config/bad.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "evaluate.strong.epsilons.linf 16/255 not in attack_grid.linf" in text, text[-2000:]
 
 
 def test_epsilons_have_one_canonical_token(tmp_path):

@@ -1,8 +1,11 @@
-"""Adversarial attacks in [0, 1] pixel space, built from small units as in MadryLab's robustness library.
+"""The attacks layer: adversarial attacks in [0, 1] pixel space, built from small units as in MadryLab's
+robustness library. Imports the data layer (uint8 batches made float) and the shared ground.
 
 - :mod:`medgrid.attacks.steps`: the verbs of one iteration: random start, loss and input gradient;
   step + projection + clamp is the fused op :func:`medgrid.ops.pgd_step`.
 - :mod:`medgrid.attacks.pgd`: PGD (Madry et al. 2018): :func:`~medgrid.attacks.pgd.perturb` (the final
   iterate, for training and dataset construction) and one restart that records which samples break.
+- :mod:`medgrid.attacks.apgd`: APGD (Croce & Hein 2020) with the CE and targeted DLR losses.
 - :mod:`medgrid.attacks.sweep`: robust predictions over an epsilon grid (restarts, batching, work skipping).
+- :mod:`medgrid.attacks.ensemble`: APGD-CE then APGD-T on the samples PGD left, per epsilon.
 """

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from medgrid import seeding
+from medgrid import epsilon, seeding
 from medgrid.attacks.apgd import run_apgd
 from medgrid.attacks.pgd import Outcome
 from medgrid.attacks.steps import check_norm
-from medgrid.attacks.sweep import RobustResult, eps_key
-from medgrid.data import take_float
+from medgrid.attacks.sweep import RobustResult
+from medgrid.data.loading import take_float
 from medgrid.models import eval_mode
 
 STAGES = ("apgd-ce", "apgd-t")
@@ -71,12 +71,12 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
             targets = min(n_targets, clean.shape[1] - 1)
             for r in pgd:
                 outcome.merge(r.pred[sl], ~r.correct[sl])
-                gen = seeding.torch_generator(seed, seeding.STREAM_APGD, batch, eps_key(r.eps), 0, device=device)
+                gen = seeding.torch_generator(seed, seeding.STREAM_APGD, batch, epsilon.key(r.eps), 0, device=device)
                 evals[(r.eps, "apgd-ce")] += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=r.eps,
                                                       iterations=iterations, loss="ce", generator=gen)
                 pred[(r.eps, "apgd-ce")][sl], broken[(r.eps, "apgd-ce")][sl] = outcome.snapshot()
                 for rank in range(1, targets + 1):
-                    gen = seeding.torch_generator(seed, seeding.STREAM_APGD, batch, eps_key(r.eps), rank,
+                    gen = seeding.torch_generator(seed, seeding.STREAM_APGD, batch, epsilon.key(r.eps), rank,
                                                   device=device)
                     evals[(r.eps, "apgd-t")] += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm,
                                                          eps=r.eps, iterations=iterations, loss="dlr-targeted",

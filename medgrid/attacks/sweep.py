@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from medgrid import seeding
+from medgrid import epsilon, seeding
 from medgrid.attacks.pgd import Outcome, run_restart
 from medgrid.attacks.steps import check_norm, default_alpha, random_start
-from medgrid.data import take_float
+from medgrid.data.loading import take_float
 from medgrid.models import eval_mode
 
 
@@ -34,12 +34,7 @@ class RobustResult:
 def start_generator(seed: int, batch: int, eps: float, restart: int, device) -> torch.Generator:
     """The generator of one restart's random start: seeded by (seed, batch, eps, restart), so a sample's
     trajectory does not depend on which other samples are still being attacked."""
-    return seeding.torch_generator(seed, seeding.STREAM_PGD, batch, eps_key(eps), restart, device=device)
-
-
-def eps_key(eps: float) -> int:
-    """An epsilon as an integer (nano-units) for seeding streams."""
-    return round(eps * 1e9)
+    return seeding.torch_generator(seed, seeding.STREAM_PGD, batch, epsilon.key(eps), restart, device=device)
 
 
 def robust_predictions(model, x, y, *, norm: str, eps_list, steps: int = 20, restarts: int = 1,

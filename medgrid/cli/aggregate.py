@@ -12,6 +12,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid import aggregate
+    from medgrid.report import aggregate
 
     aggregate.aggregate(args.tables, args.out, expected=args.expect)

@@ -24,10 +24,9 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when torch sees a GPU")
 
 
-def add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
-    """--data-dir, then --threads, --device and --data-on: the options of commands that load data and models."""
-    p.add_argument("--data-dir", type=Path, required=data_required,
-                   help="folder with MedMNIST-format npz files ({task}.npz, {task}_{size}.npz)")
+def add_data_options(p: argparse.ArgumentParser, *, data_help: str) -> None:
+    """--data FILE, then --threads, --device and --data-on: the options of commands that load data and models."""
+    p.add_argument("--data", type=Path, required=True, metavar="FILE", help=data_help)
     add_runtime_options(p)
     p.add_argument("--data-on", choices=DATA_ON, default="auto",
                    help="where a GPU run holds the images: device memory, or pinned host memory with batches "

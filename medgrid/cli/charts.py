@@ -6,6 +6,7 @@ from pathlib import Path
 
 from medgrid.names import CHART_METRICS
 
+
 def add_arguments(p) -> None:
     p.add_argument("--summary", type=Path, required=True, help="tidy summary table (results/summary.parquet)")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for {chart}.{html,png,svg} and table.html")
@@ -16,6 +17,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid import render
+    from medgrid.report import render
 
     render.make_charts(args.summary, args.out_dir, metric=args.metric, history=args.history)

@@ -20,13 +20,10 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--no-skip", action="store_true",
                    help="attack every sample at every epsilon (slower; same results; for checking)")
-    p.add_argument("--data", type=Path, default=None, help="evaluate on this npz instead of the task's file")
     p.add_argument("--csv", action="store_true", help="also write a CSV beside the Parquet table")
-    p.add_argument("--shift-dir", type=Path, default=None,
-                   help="MedMNIST-C root at the model's size ({dir}/{task}/{corruption}.npz, from `medgrid shift "
+    p.add_argument("--shift-sets", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="MedMNIST-C test sets at the model's size, each named {corruption}.npz (from `medgrid shift "
                         "prepare`): add corruption rows (acc, balanced_acc per severity, means, BE/rBE)")
-    p.add_argument("--shift-corruptions", default=None, metavar="A,B,...",
-                   help="only these corruptions (default: all of the task's)")
     p.add_argument("--no-clean", action="store_true",
                    help="leave the clean rows out (e.g. a separate table of corruption rows)")
     g = p.add_argument_group("strong evaluation (APGD-CE and APGD-T on PGD's survivors; docs/evaluation.md)")
@@ -46,7 +43,8 @@ def add_arguments(p) -> None:
     g.add_argument("--square-samples", type=int, default=100, help="test images Square attacks")
     g.add_argument("--transfer-from", type=Path, default=None,
                    help="standard checkpoint of the same task whose PGD examples the transfer check uses")
-    add_data_options(p)
+    add_data_options(p, data_help="the npz file of the model's task (its test split is evaluated, whatever data "
+                                  "the model was trained on)")
 
 
 def attack_grid(norms, eps_lists, what: str = "attack") -> dict[str, list[float]]:
@@ -60,7 +58,7 @@ def attack_grid(norms, eps_lists, what: str = "attack") -> dict[str, list[float]
     for norm, text in zip(norms, eps_lists):
         if norm not in ATTACK_NORMS:
             raise UserError(f"unknown {what} norm {norm!r}; valid: {', '.join(ATTACK_NORMS)}")
-        grid[norm] = sorted(set(grid.get(norm, [])) | set(epsilon.parse_eps_list(text)))
+        grid[norm] = sorted(set(grid.get(norm, [])) | set(epsilon.parse_list(text)))
     return grid
 
 
@@ -68,18 +66,17 @@ def run(args) -> None:
     grid = attack_grid(args.attack_norm, args.attack_eps)
     at_least(args.attack_steps, 1, "--attack-steps")
     at_least(args.restarts, 1, "--restarts")
-    if args.no_clean and not grid and args.shift_dir is None:
-        raise UserError("nothing to evaluate: --no-clean without --attack-norm/--attack-eps or --shift-dir")
-    shift_corruptions = [c.strip() for c in args.shift_corruptions.split(",") if c.strip()] \
-        if args.shift_corruptions else None
-    if shift_corruptions and args.shift_dir is None:
-        raise UserError("--shift-corruptions needs --shift-dir")
+    if args.no_clean and not grid and not args.shift_sets:
+        raise UserError("nothing to evaluate: --no-clean without --attack-norm/--attack-eps or --shift-sets")
     strong, sanity = _strong_settings(args), _sanity_settings(args)
     check_writable(args.out)
     set_threads(args.threads)
     device = pick_device(args.device)
 
-    from medgrid import checkpoint, data, evaluate, health, placement, results
+    from medgrid import checkpoint, results
+    from medgrid.data import loading, placement
+    from medgrid.evaluation import evaluate, health
+    from medgrid.evaluation.shift import set_files
 
     model, settings = checkpoint.load(args.checkpoint, device=device)
     source = None
@@ -90,12 +87,12 @@ def run(args) -> None:
                             f"{source_settings['size']} px; the transfer check needs one of {settings['task']} at "
                             f"{settings['size']} px")
     # evaluated on the ORIGINAL task's test split, whatever data the model was trained on
-    ds = data.load(settings["task"], settings["size"], args.data_dir, npz=args.data, device=device, splits=("test",),
-                   data_on=args.data_on)
+    ds = loading.load(settings["task"], settings["size"], args.data, device=device, splits=("test",),
+                      data_on=args.data_on)
     print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
     table = evaluate.evaluate(model, settings, ds, attacks_by_norm=grid, steps=args.attack_steps,
                               restarts=args.restarts, skip=not args.no_skip, batch_size=args.batch_size,
-                              clean=not args.no_clean, shift_dir=args.shift_dir, shift_corruptions=shift_corruptions,
+                              clean=not args.no_clean, shift_sets=set_files(args.shift_sets or []),
                               strong=strong, sanity=sanity, source_model=source, data_on=args.data_on)
     results.write_table(table, args.out, csv=args.csv)
     print(table[table.metric != "grad_evals"].to_string(index=False, max_rows=40))
@@ -109,7 +106,7 @@ def _strong_settings(args):
         if args.strong_norm or args.strong_eps or args.sanity:
             raise UserError("--strong-norm/--strong-eps and --sanity need --strong")
         return None
-    from medgrid.strong import StrongSettings
+    from medgrid.evaluation.strong import StrongSettings
 
     eps = attack_grid(args.strong_norm, args.strong_eps, "strong") or None
     return StrongSettings(eps=eps, iterations=at_least(args.strong_iterations, 1, "--strong-iterations"),
@@ -124,7 +121,7 @@ def _sanity_settings(args):
         if args.transfer_from is not None:
             raise UserError("--transfer-from needs --sanity")
         return None
-    from medgrid.sanity import SanitySettings
+    from medgrid.evaluation.sanity import SanitySettings
 
     if not 0 <= args.sanity_tolerance < 1:
         raise UserError(f"--sanity-tolerance must be in [0, 1), got {args.sanity_tolerance}")

@@ -18,7 +18,8 @@ def _common(q, *, robust_source: bool) -> None:
     q.add_argument("--batch-size", type=int, default=500)
     q.add_argument("--allow-any-source", action="store_true",
                    help="accept a source model of the other kind (or trained on a constructed dataset)")
-    add_data_options(q)
+    add_data_options(q, data_help="the npz file of the source model's task (its training split is attacked; val and "
+                                  "test are copied into the new file)")
 
 
 def add_arguments(p) -> None:
@@ -53,7 +54,7 @@ def _step_size(text: str) -> float:
     from medgrid import epsilon
 
     try:
-        value = epsilon.parse_eps(text)
+        value = epsilon.parse(text)
     except UserError:
         value = 0.0
     if not value > 0:
@@ -63,7 +64,8 @@ def _step_size(text: str) -> float:
 
 def _load_source(args, *, want_robust: bool):
     """(model, settings, dataset, seed) of the source checkpoint, checked to be the kind the construction needs."""
-    from medgrid import checkpoint, data, placement
+    from medgrid import checkpoint
+    from medgrid.data import loading, placement
 
     check_writable(args.out, args.table)
     set_threads(args.threads)
@@ -80,7 +82,7 @@ def _load_source(args, *, want_robust: bool):
     if settings.get("train_data", "original") != "original" and not args.allow_any_source:
         raise UserError(f"checkpoint {args.checkpoint} was trained on {settings['train_data']}, not the "
                         f"original data (pass --allow-any-source to use it anyway)")
-    ds = data.load(settings["task"], settings["size"], args.data_dir, device=device, data_on=args.data_on)
+    ds = loading.load(settings["task"], settings["size"], args.data, device=device, data_on=args.data_on)
     print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
     if settings.get("data_sha256") and settings["data_sha256"] != ds.sha256:
         print(f"medgrid: warning: {ds.path} differs from the data {args.checkpoint} was trained on "
@@ -90,23 +92,25 @@ def _load_source(args, *, want_robust: bool):
 
 
 def run_nonrobust(args) -> None:
-    from medgrid import epsilon, features, npz, results
+    from medgrid import epsilon, results
+    from medgrid.data import npz
+    from medgrid.features import dataset, nonrobust
 
-    eps = epsilon.parse_eps(args.eps)
+    eps = epsilon.parse(args.eps)
     if eps == 0:
         raise UserError("--eps must be > 0")
     at_least(args.steps, 1, "--steps")
     at_least(args.batch_size, 1, "--batch-size")
     step_size = _step_size(args.step_size)
     model, settings, ds, seed = _load_source(args, want_robust=False)
-    images, t, success = features.nonrobust(model, ds.train, ds.info.n_classes, mode=args.mode, norm=args.norm,
+    images, t, success = nonrobust.nonrobust(model, ds.train, ds.info.n_classes, mode=args.mode, norm=args.norm,
                                             eps=eps, step_size=step_size, steps=args.steps,
                                             rand_targets=args.rand_targets, random_start=args.random_start,
                                             seed=seed, batch_size=args.batch_size)
     moved = t != ds.train.labels
-    table = features.attack_success_table(settings, mode=args.mode, norm=args.norm, eps=eps, success=success,
+    table = nonrobust.attack_success_table(settings, mode=args.mode, norm=args.norm, eps=eps, success=success,
                                           moved=moved)
-    npz.write_npz(args.out, features.npz_arrays(ds, images, t))
+    npz.write_npz(args.out, dataset.npz_arrays(ds, images, t))
     results.write_table(table, args.table)
     rate = {k: v[moved].float().mean().item() if moved.any() else float("nan") for k, v in success.items()}
     print(f"wrote {args.out} ({len(t)} images, D_{args.mode}, {args.norm} eps {eps:g}, {args.steps} steps; "
@@ -116,17 +120,19 @@ def run_nonrobust(args) -> None:
 
 
 def run_robust(args) -> None:
-    from medgrid import features, npz, results
+    from medgrid import results
+    from medgrid.data import npz
+    from medgrid.features import dataset, robust
 
     at_least(args.steps, 1, "--steps")
     at_least(args.batch_size, 1, "--batch-size")
     step_size = _step_size(args.step_size)
     model, settings, ds, seed = _load_source(args, want_robust=True)
-    images, labels, stats = features.robust(model, ds.train, steps=args.steps, step_size=step_size, init=args.init,
+    images, labels, stats = robust.robust(model, ds.train, steps=args.steps, step_size=step_size, init=args.init,
                                             seed=seed, batch_size=args.batch_size)
-    npz.write_npz(args.out, features.npz_arrays(ds, images, labels))
+    npz.write_npz(args.out, dataset.npz_arrays(ds, images, labels))
     if args.table is not None:
-        results.write_table(features.robust_table(settings, stats, len(labels)), args.table)
+        results.write_table(robust.robust_table(settings, stats, len(labels)), args.table)
     print(f"wrote {args.out} ({len(labels)} images, D_R, {args.steps} steps of {step_size:g}, init "
           f"{args.init}; source model acc {stats['source_acc']:.4f}, representation distance "
           f"{stats['rep_rel_dist']:.4f} of its norm)")

@@ -15,6 +15,6 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     check_writable(args.out)
 
-    from medgrid import history
+    from medgrid.report import history
 
     history.collect(args.checkpoints, args.out)

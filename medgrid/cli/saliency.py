@@ -11,8 +11,7 @@ from medgrid.names import ATTACK_NORMS
 def add_arguments(p) -> None:
     p.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True,
                    help="checkpoints of one task, e.g. the standard model then robust ones (repeat or list)")
-    p.add_argument("--data-dir", type=Path, required=True, help="folder with the task's MedMNIST-format npz")
-    p.add_argument("--data", type=Path, default=None, help="use this npz instead of the task's file in --data-dir")
+    p.add_argument("--data", type=Path, required=True, metavar="FILE", help="the task's npz file (its test split)")
     p.add_argument("--out", type=Path, required=True, help="figure path (.png, .svg or .pdf)")
     p.add_argument("--n", type=int, default=4, help="number of test images (one per class, in turn)")
     p.add_argument("--attack-norm", choices=ATTACK_NORMS, default=None,
@@ -20,17 +19,18 @@ def add_arguments(p) -> None:
     p.add_argument("--attack-eps", default=None,
                    help="epsilon of the adversarial examples, e.g. 2/255 (default: the first robust checkpoint's)")
     p.add_argument("--attack-steps", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random start")
+    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random start (medgrid.seeding stream)")
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def run(args) -> None:
-    from medgrid import epsilon, saliency
+    from medgrid import epsilon
+    from medgrid.report import saliency
 
-    eps = epsilon.parse_eps(args.attack_eps) if args.attack_eps is not None else None
+    eps = epsilon.parse(args.attack_eps) if args.attack_eps is not None else None
     set_threads(args.threads)
-    path = saliency.saliency_figure(args.checkpoint, args.data_dir, args.out, n=args.n, data_npz=args.data,
+    path = saliency.saliency_figure(args.checkpoint, args.data, args.out, n=args.n,
                                     attack_norm=args.attack_norm, attack_eps=eps, attack_steps=args.attack_steps,
                                     seed=args.seed, dpi=args.dpi)
     print(f"wrote {path}")

@@ -28,11 +28,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid import epsilon, headline_write
+    from medgrid import epsilon
+    from medgrid.report import headline_write
 
     eps = {}
     for norm in ATTACK_NORMS:
-        eps[norm] = epsilon.parse_eps(getattr(args, f"{norm}_eps"))
+        eps[norm] = epsilon.parse(getattr(args, f"{norm}_eps"))
         if eps[norm] == 0:
             raise UserError(f"--{norm}-eps must be > 0 (drop robust_{norm} from --columns instead)")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]

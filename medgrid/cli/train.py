@@ -18,8 +18,6 @@ def add_arguments(p) -> None:
     p.add_argument("--eps", default="0", help="training epsilon, e.g. 2/255 or 0.5")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.pt)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="train on this MedMNIST-format npz instead of the task's file (e.g. D_rand)")
     p.add_argument("--train-data", default="original", choices=TRAIN_DATA)
     p.add_argument("--epochs", type=int, default=15, help="maximum epochs")
     p.add_argument("--batch-size", type=int, default=128)
@@ -38,14 +36,16 @@ def add_arguments(p) -> None:
     p.add_argument("--eps-warmup-epochs", type=int, default=0,
                    help="adversarial training: ramp eps and the PGD step size linearly (per batch) from 0 over "
                         "this many epochs; only later epochs can be selected (default 0: no warm-up)")
-    add_data_options(p)
+    add_data_options(p, data_help="the task's npz file (MedMNIST layout, e.g. data/synthetic.npz from prepare-data), "
+                                  "or a constructed dataset in that layout (e.g. D_rand, with --train-data drand)")
 
 
 def run(args) -> None:
-    from medgrid import epsilon, tasks
+    from medgrid import epsilon
+    from medgrid.data import tasks
 
     # the user's mistakes first, before torch loads
-    eps = epsilon.parse_eps(args.eps)
+    eps = epsilon.parse(args.eps)
     epsilon.check_training(args.norm, eps)
     if args.task not in TASKS:
         tasks.task_info(args.task)  # says why (unknown, multi-label, 3D)
@@ -64,19 +64,22 @@ def run(args) -> None:
                         f"({args.epochs}): epochs after the warm-up are the ones that can be selected")
     check_writable(args.out)
 
-    from medgrid import checkpoint, data, health, placement, train
+    from medgrid import checkpoint
+    from medgrid.data import loading, placement
+    from medgrid.evaluation import health
+    from medgrid.training import loop
 
     set_threads(args.threads)
     device = pick_device(args.device)
-    ds = data.load(args.task, args.size, args.data_dir, npz=args.data, device=device, splits=("train", "val"),
-                   data_on=args.data_on)
+    ds = loading.load(args.task, args.size, args.data, device=device, splits=("train", "val"),
+                      data_on=args.data_on)
     print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
-    hp = train.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+    hp = loop.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
                        attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
                        stop_train_acc=args.stop_train_acc, selection=args.selection,
                        eps_warmup_epochs=args.eps_warmup_epochs)
-    model, settings = train.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
+    model, settings = loop.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
                                   device=device, train_data=args.train_data)
     checkpoint.save(args.out, model, settings)
     kept = "best validation" if settings["selection"] == "best_val" else "last"

@@ -1,14 +1,21 @@
-"""Config validation, the grid, epsilon tokens and per-rule settings.
+"""Config validation, the grid and per-rule settings (grid logic only).
 
 Everything the rules need that is more than a wildcard lives here, so the rules stay one `medgrid`
 call each. The grid is the product tasks x sizes x archs x (norm, eps) x seeds; a cell is the folder
-results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/.
+results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/. The vocabulary (epsilon tokens, task and
+corruption tables, chart registry) is medgrid's own, imported from the repository (plain Python: no
+torch, numpy or medmnist), never copied here.
 """
 
 import itertools
 import math
 import re
-from fractions import Fraction
+import sys
+
+sys.path.insert(0, workflow.basedir)  # this repository's medgrid, installed or not
+from medgrid import catalog, epsilon, names
+from medgrid.errors import UserError
+from medgrid.report import registry
 
 from snakemake.utils import validate
 
@@ -16,62 +23,41 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 
 DATA_DIR = "resources/data"
-SYNTHETIC_TASKS = ("synthetic", "synthetic-rgb")
 ADVERSARIAL_ONLY = ("attack_steps", "attack_step_size", "eps_warmup_epochs")
 
-
-# ----------------------------------------------------------------------------- epsilon tokens
-# The one place where an epsilon becomes a path token and back. Tokens are canonical, so two
-# spellings of one value (0.5 and 0.50, 2/255 and 0.00784313725490196) give one cell:
-#   none-0            standard training (norm none has only eps 0)
-#   linf-2o255        Linf eps that is a whole number of grey levels, k/255
-#   l2-0.5, linf-0.01 any other eps: the shortest decimal that reads back to the same float
-
-
-def eps_value(eps):
-    """An epsilon as config or a token writes it (0.5, "0.5", "2/255", "2o255") -> float >= 0."""
-    text = re.sub(r"\s", "", str(eps))
-    num, _, den = re.sub("[o/]", " ", text).partition(" ")
-    return float(Fraction(num) / Fraction(den or 1))
-
-
-def eps_token(norm, eps):
-    """The canonical token of an epsilon under a norm: "0", "2o255", "0.5" (see above)."""
-    value = eps_value(eps)
-    if norm == "none" or value == 0:
-        return "0"
-    if norm == "linf":
-        grey = Fraction(value * 255).limit_denominator(1000)
-        if grey.denominator == 1 and abs(grey.numerator / 255 - value) < 1e-12:
-            return f"{grey.numerator}o255"
-    text = repr(value)
-    return text[:-2] if text.endswith(".0") else text
-
-
-def eps_arg(token):
-    """A token as the `medgrid` CLI reads it: "2o255" -> "2/255", "0.5" -> "0.5"."""
-    num, _, den = token.partition("o")
-    return f"{num}/{den}" if den else num
+# renamed keys: the old name still works, with one line saying so
+if config.get("data_dir") is not None:
+    print(
+        "medgrid: config key data_dir is deprecated: it is now source_dir (a folder of already-downloaded "
+        "MedMNIST files)",
+        file=sys.stderr,
+    )
+    if config.get("source_dir") is None:
+        config["source_dir"] = config["data_dir"]
+SOURCE_DIR = config.get("source_dir")
 
 
 # ----------------------------------------------------------------------------- the grid
-def _tokens(grid):
-    """{norm: [canonical tokens]} of an epsilon grid, sorted by value, duplicates refused."""
+def _tokens(grid, what):
+    """{norm: [canonical path tokens]} of an epsilon grid, sorted by value, duplicates refused."""
     out = {}
     for norm, values in grid.items():
-        tokens = [eps_token(norm, v) for v in values]
+        try:
+            tokens = [epsilon.token(norm, v) for v in values]
+        except UserError as exc:
+            raise ValueError(f"config: {what}.{norm}: {exc}") from None
         dup = sorted({t for t in tokens if tokens.count(t) > 1})
         if dup:
             raise ValueError(
-                f"config: {norm} epsilons {dup} are listed twice (perhaps as 0.5 and 0.50)"
+                f"config: {what}.{norm} epsilons {dup} are listed twice (perhaps as 0.5 and 0.50)"
             )
         if tokens:
-            out[norm] = sorted(tokens, key=eps_value)
+            out[norm] = sorted(tokens, key=epsilon.parse)
     return out
 
 
-TRAIN_GRID = _tokens(config["train_grid"])
-ATTACK_GRID = _tokens(config["attack_grid"])
+TRAIN_GRID = _tokens(config["train_grid"], "train_grid")
+ATTACK_GRID = _tokens(config["attack_grid"], "attack_grid")
 if TRAIN_GRID.get("none", ["0"]) != ["0"]:
     raise ValueError(
         "config: train_grid.none must be [0] (standard training has no epsilon)"
@@ -100,13 +86,8 @@ def grid_paths(pattern, **only):
     return [pattern.format(**cell) for cell in cells(**only)]
 
 
-def dataset_stem(task, size):
-    """MedMNIST's file naming: {task}.npz at 28 px, {task}_{size}.npz otherwise."""
-    return task if int(size) == 28 else f"{task}_{size}"
-
-
 DATASETS = {
-    dataset_stem(t, s): dict(task=t, size=s)
+    catalog.file_stem(t, s): dict(task=t, size=s)
     for t, s in itertools.product(config["tasks"], config["sizes"])
 }
 
@@ -131,8 +112,7 @@ wildcard_constraints:
 # ----------------------------------------------------------------------------- targets
 # Per-cell result tables that `medgrid aggregate` concatenates, and the final targets of `rule all`.
 # Rule files append to these after defining their rules, e.g. in shift.smk:
-#     RESULT_TABLES.extend(grid_paths(rules.shift.output.table))
-#     FINAL_TARGETS.extend(...)
+#     RESULT_TABLES.extend(grid_paths(rules.shift_evaluate.output.table))
 RESULT_TABLES = []
 FINAL_TARGETS = []
 
@@ -147,26 +127,31 @@ def all_targets():
 
 
 # ----------------------------------------------------------------------------- input and params
+def data_file(task, size):
+    """The prepared npz of a task at a size."""
+    return f"{DATA_DIR}/{catalog.file_stem(task, size)}.npz"
+
+
 def data_npz(wildcards):
     """The prepared npz of a cell's task and size."""
-    return f"{DATA_DIR}/{dataset_stem(wildcards.task, wildcards.size)}.npz"
+    return data_file(wildcards.task, wildcards.size)
 
 
 def source_npz(wildcards):
-    """The already-downloaded MedMNIST file that `prepare_data` copies, when config data_dir is set."""
+    """The already-downloaded MedMNIST file that `prepare_data` copies, when config source_dir is set."""
     task = DATASETS[wildcards.dataset]["task"]
-    if config.get("data_dir") and task not in SYNTHETIC_TASKS:
-        return {"source": f"{config['data_dir']}/{wildcards.dataset}.npz"}
+    if SOURCE_DIR and task not in names.SYNTHETIC_TASKS:
+        return {"source": f"{SOURCE_DIR}/{wildcards.dataset}.npz"}
     return {}
 
 
 def prepare_options(wildcards, input):
     """Seed of the synthetic tasks; copy instead of download when a source file is given."""
     task = DATASETS[wildcards.dataset]["task"]
-    if task in SYNTHETIC_TASKS:
-        return f"--seed {config['data_seed']}"
+    if task in names.SYNTHETIC_TASKS:
+        return f"--data-seed {config['data_seed']}"
     if "source" in input.keys():
-        return f"--source-dir {config['data_dir']}"
+        return f"--source {input.source}"
     return ""
 
 
@@ -194,15 +179,30 @@ def attack_options(grid=None):
     """An attack grid (tokens; default the main one) as `medgrid evaluate` flags, one
     --attack-norm/--attack-eps pair per norm."""
     return " ".join(
-        f"--attack-norm {norm} --attack-eps {','.join(eps_arg(t) for t in tokens)}"
+        f"--attack-norm {norm} --attack-eps {','.join(epsilon.arg(norm, t) for t in tokens)}"
         for norm, tokens in (ATTACK_GRID if grid is None else grid).items()
     )
 
 
+STRONG_GRID = _tokens(
+    config["evaluate"].get("strong", {}).get("epsilons") or {},
+    "evaluate.strong.epsilons",
+)
+for _norm, _tokens_of_norm in STRONG_GRID.items():
+    _outside = [t for t in _tokens_of_norm if t not in ATTACK_GRID.get(_norm, [])]
+    if _outside:
+        raise ValueError(
+            f"config: evaluate.strong.epsilons.{_norm} {', '.join(epsilon.arg(_norm, t) for t in _outside)} "
+            f"not in attack_grid.{_norm} ({', '.join(epsilon.arg(_norm, t) for t in ATTACK_GRID.get(_norm, [])) or 'empty'}): "
+            "the strong evaluation attacks PGD's survivors; add it there or drop it"
+        )
+
+
 def evaluate_options(attack_grid=None):
     """Flags of `medgrid evaluate`: PGD, the strong evaluation and the gradient-masking checks. The strong
-    evaluation runs at evaluate.strong.epsilons that are in the evaluation's `attack_grid` (tokens; default
-    the main one), or at all of that grid when none of them is (the features models' own grid).
+    evaluation runs at evaluate.strong.epsilons (all of the evaluation's `attack_grid` when null). On a grid
+    of its own (the features models': features.attack_grid) it runs at those of them in that grid, or at all
+    of that grid when none is.
     """
     ev = config["evaluate"]
     grid = ATTACK_GRID if attack_grid is None else attack_grid
@@ -218,11 +218,11 @@ def evaluate_options(attack_grid=None):
         flags += " --strong"
         chosen = {
             norm: [t for t in tokens if t in grid.get(norm, [])]
-            for norm, tokens in _tokens(strong.get("epsilons") or {}).items()
+            for norm, tokens in STRONG_GRID.items()
         }
         for norm, tokens in chosen.items():
             if tokens:
-                flags += f" --strong-norm {norm} --strong-eps {','.join(eps_arg(t) for t in tokens)}"
+                flags += f" --strong-norm {norm} --strong-eps {','.join(epsilon.arg(norm, t) for t in tokens)}"
         if sanity.get("enabled", True):
             options.update(
                 sanity_samples=sanity.get("samples", 200),
@@ -275,34 +275,15 @@ def resource(rule, key):
 
 # ----------------------------------------------------------------------------- memory of the data
 # A job that loads images requests its rule's mem_mb (what it needs besides the data: torch, the
-# model, one batch) plus DATA_FACTOR x the MiB of uint8 images it holds, from this table: images per
-# split (train, val, test) and channels of every task. MedMNIST: medmnist.INFO[flag]["n_samples"],
-# "n_channels"; synthetic: medgrid.synthetic.DEFAULTS (tests/test_workflow.py pins both).
+# model, one batch) plus DATA_FACTOR x the MiB of uint8 images it holds (medgrid.catalog.SPLIT_IMAGES).
 # DATA_FACTOR is the bound benchmarks/memory.py measures (README, "Memory").
 DATA_FACTOR = 1.5
-SPLIT_IMAGES = {
-    "pathmnist": (89996, 10004, 7180, 3),
-    "dermamnist": (7007, 1003, 2005, 3),
-    "octmnist": (97477, 10832, 1000, 1),
-    "pneumoniamnist": (4708, 524, 624, 1),
-    "retinamnist": (1080, 120, 400, 3),
-    "breastmnist": (546, 78, 156, 1),
-    "bloodmnist": (11959, 1712, 3421, 3),
-    "tissuemnist": (165466, 23640, 47280, 1),
-    "organamnist": (34561, 6491, 17778, 1),
-    "organcmnist": (12975, 2392, 8216, 1),
-    "organsmnist": (13932, 2452, 8827, 1),
-    "synthetic": (4000, 500, 1000, 1),
-    "synthetic-rgb": (4000, 500, 1000, 3),
-}
-ALL_SPLITS = ("train", "val", "test")
 
 
 def data_mib(task, size, splits):
     """MiB of uint8 images of `splits` (names, repeats count again) of a task at a size."""
-    *counts, channels = SPLIT_IMAGES[task]
-    n = dict(zip(ALL_SPLITS, counts))
-    return sum(n[s] for s in splits) * int(size) ** 2 * channels / 2**20
+    n = catalog.split_images(task)
+    return sum(n[s] for s in splits) * int(size) ** 2 * catalog.channels(task) / 2**20
 
 
 def _task_and_size(wildcards, size):
@@ -316,10 +297,10 @@ def _task_and_size(wildcards, size):
 def prepared_splits(task):
     """The splits `medgrid prepare-data` holds: all of a generated synthetic task; of a MedMNIST
     task the test split (medmnist's download loads it; a copy is streamed)."""
-    return ALL_SPLITS if task in SYNTHETIC_TASKS else ("test",)
+    return names.SPLITS if task in names.SYNTHETIC_TASKS else ("test",)
 
 
-def mem_mb(rule, splits=ALL_SPLITS, size=None):
+def mem_mb(rule, splits=names.SPLITS, size=None):
     """The mem_mb of a rule's jobs: resources.<rule>.mem_mb plus DATA_FACTOR x the MiB of the images
     of `splits` (repeats: outputs of that size; or a function of the task) of the job's task, at its
     size or at `size`."""
@@ -346,42 +327,48 @@ def shift_prepare_mem_mb(wildcards):
     return resource("shift_prepare", "mem_mb") + math.ceil(DATA_FACTOR * mib)
 
 
-# ----------------------------------------------------------------------------- corrupted test sets
-# Used by shift.smk, which also holds the table SHIFT_CORRUPTIONS (task -> its corruptions).
+# ----------------------------------------------------------------------------- corrupted test sets (shift.smk)
 SHIFT = config["shift"]
 SHIFT_ROOT = "resources/medmnist-c"
-# MedMNIST-C's Zenodo record has every task but TissueMNIST-C (generated instead).
-SHIFT_NOT_ON_ZENODO = ("tissuemnist",)
+CALIBRATED_SIZE = 224  # medmnistc's corruptions are made for 224-px images
 
 
 def shift_source(task):
     """download (official files) or generate; generated where MedMNIST-C has no file."""
-    published = task not in SYNTHETIC_TASKS and task not in SHIFT_NOT_ON_ZENODO
+    published = task not in names.SYNTHETIC_TASKS and task not in names.NOT_ON_ZENODO
     return "download" if SHIFT["source"] == "download" and published else "generate"
 
 
 def shift_corrupt_at(task):
-    """224 (the 224-px test set) or model_size; synthetic tasks have no 224-px version."""
-    return "model_size" if task in SYNTHETIC_TASKS else str(SHIFT["corrupt_at"])
+    """224 (the 224-px test set) or model_size; the synthetic tasks are corrupted at their own size."""
+    return "model_size" if task in names.SYNTHETIC_TASKS else str(SHIFT["corrupt_at"])
+
+
+def shift_archive(task):
+    """MedMNIST-C's zip of a task, downloaded once by rule shift_fetch."""
+    return f"{DATA_DIR}/medmnist-c/{task}.zip"
 
 
 def shift_inputs(wildcards):
-    """The cell's clean test set (labels are checked against it) and, when the 224-px test set is
-    corrupted (or, with downloaded sets, resampled for their control), that file: from the grid's data
-    when 224 is a grid size, else from shift_source_224.
+    """The cell's clean test set (labels are checked against it); when the 224-px test set is corrupted
+    (or, with downloaded sets, resampled for their control) that file: from the grid's data when 224 is a
+    grid size, else from shift_source_224; and MedMNIST-C's zip of the task for the downloaded sets.
     """
     inputs = {"data": data_npz(wildcards)}
     task, size = wildcards.task, int(wildcards.size)
-    from_224 = (
-        shift_source(task) == "generate" and shift_corrupt_at(task) == "224"
-    ) or (
-        shift_source(task) == "download" and wildcards.corruption == "resample_control"
+    source = shift_source(task)
+    from_224 = (source == "generate" and shift_corrupt_at(task) == "224") or (
+        source == "download" and wildcards.corruption == names.RESAMPLE_CONTROL
     )
-    if from_224 and size != 224:
-        if 224 in config["sizes"]:
-            inputs["clean"] = f"{DATA_DIR}/{dataset_stem(task, 224)}.npz"
+    if from_224 and size != CALIBRATED_SIZE:
+        if CALIBRATED_SIZE in config["sizes"]:
+            inputs["clean"] = data_file(task, CALIBRATED_SIZE)
         else:
-            inputs["clean"] = f"{SHIFT_ROOT}/source/{dataset_stem(task, 224)}.npz"
+            inputs["clean"] = (
+                f"{SHIFT_ROOT}/source/{catalog.file_stem(task, CALIBRATED_SIZE)}.npz"
+            )
+    if source == "download" and wildcards.corruption != names.RESAMPLE_CONTROL:
+        inputs["archive"] = shift_archive(task)
     return inputs
 
 
@@ -391,40 +378,44 @@ def shift_prepare_options(wildcards, input):
             "source": shift_source(wildcards.task),
             "corrupt_at": shift_corrupt_at(wildcards.task),
             "upsample": SHIFT["upsample"],
-            "seed": SHIFT["seed"],
+            "corruption_seed": SHIFT["seed"],
             "data_seed": config["data_seed"],
         }
     )
     if "clean" in input.keys():
-        options += f" --clean-npz {input.clean}"
+        options += f" --clean-224 {input.clean}"
+    if "archive" in input.keys():
+        options += f" --zip {input.archive}"
     return options
 
 
 def shift_source_224_input(wildcards):
-    """The already-downloaded 224-px file to copy, when config data_dir is set."""
-    if config.get("data_dir"):
-        return {"source": f"{config['data_dir']}/{wildcards.task}_224.npz"}
+    """The already-downloaded 224-px file to copy, when config source_dir is set."""
+    if SOURCE_DIR:
+        return {
+            "source": f"{SOURCE_DIR}/{catalog.file_stem(wildcards.task, CALIBRATED_SIZE)}.npz"
+        }
     return {}
 
 
-def shift_sets(wildcards):
+def shift_set_files(wildcards):
     """Every corrupted test set of the cell's task at its size."""
     return [
         f"{SHIFT_ROOT}/{wildcards.size}/{wildcards.task}/{name}.npz"
-        for name in SHIFT_CORRUPTIONS[wildcards.task]
+        for name in catalog.shift_sets(wildcards.task)
     ]
 
 
 # ----------------------------------------------------------------------------- Ilyas et al. datasets (features.smk)
 FEATURES = config["features"]
 ROBUST_NORM = FEATURES["robust"]["source"]["norm"]
-ROBUST_EPS = eps_token(ROBUST_NORM, FEATURES["robust"]["source"]["eps"])
+ROBUST_EPS = epsilon.token(ROBUST_NORM, FEATURES["robust"]["source"]["eps"])
 if "drobust" in FEATURES["datasets"] and ROBUST_EPS not in TRAIN_GRID.get(
     ROBUST_NORM, []
 ):
     raise ValueError(
-        f"config: features.robust.source {ROBUST_NORM} {eps_arg(ROBUST_EPS)} is not a cell of train_grid "
-        f"({', '.join(f'{n}-{t}' for n, ts in TRAIN_GRID.items() for t in ts)})"
+        f"config: features.robust.source {ROBUST_NORM} {epsilon.arg(ROBUST_NORM, ROBUST_EPS)} is not a cell of "
+        f"train_grid ({', '.join(f'{n}-{t}' for n, ts in TRAIN_GRID.items() for t in ts)})"
     )
 
 
@@ -434,7 +425,7 @@ def nonrobust_options(wildcards):
     opts = {
         "mode": {"drand": "rand", "ddet": "det"}[wildcards.nonrobust],
         "norm": nr["norm"],
-        "eps": eps_arg(eps_token(nr["norm"], nr["eps"])),
+        "eps": epsilon.arg(nr["norm"], nr["eps"]),
         "step_size": nr["step_size"],
         "steps": nr["steps"],
         "batch_size": FEATURES["batch_size"],
@@ -471,7 +462,7 @@ def features_attack_grid():
     """features.attack_grid as tokens; null: the main attack_grid."""
     if FEATURES["attack_grid"] is None:
         return ATTACK_GRID
-    return _tokens(FEATURES["attack_grid"])
+    return _tokens(FEATURES["attack_grid"], "features.attack_grid")
 
 
 def features_attack_options():
@@ -513,16 +504,16 @@ def all_checkpoints(wildcards=None):
     return models
 
 
-# ----------------------------------------------------------------------------- the headline table (report.smk)
+# ----------------------------------------------------------------------------- the report (report.smk)
 HEADLINE = config["headline"]
 for _column in HEADLINE["columns"]:
     _norm = _column.removeprefix("robust_")
-    if _column.startswith("robust_") and eps_token(
+    if _column.startswith("robust_") and epsilon.token(
         _norm, HEADLINE["eps"][_norm]
     ) not in ATTACK_GRID.get(_norm, []):
         raise ValueError(
             f"config: headline.eps.{_norm} {HEADLINE['eps'][_norm]} is not in attack_grid.{_norm} "
-            f"({', '.join(eps_arg(t) for t in ATTACK_GRID.get(_norm, [])) or 'empty'}); add it there, "
+            f"({', '.join(epsilon.arg(_norm, t) for t in ATTACK_GRID.get(_norm, [])) or 'empty'}); add it there, "
             f"or drop {_column} from headline.columns"
         )
 
@@ -530,7 +521,7 @@ for _column in HEADLINE["columns"]:
 def headline_options():
     """`medgrid table` flags: the headline epsilons, the columns and the PGD steps the headers name."""
     eps = {
-        f"{norm}_eps": eps_arg(eps_token(norm, value))
+        f"{norm}_eps": epsilon.arg(norm, value)
         for norm, value in HEADLINE["eps"].items()
     }
     return _flags(
@@ -540,3 +531,36 @@ def headline_options():
             "pgd_steps": config["evaluate"]["attack_steps"],
         }
     )
+
+
+CHART_DIR = "results/charts"
+
+
+def chart_outputs():
+    """The outputs of the charts job, from medgrid's chart registry (every chart in every format, the HTML in
+    the report), the seed-aggregated table and the evaluation audit)."""
+    outputs = {}
+    for chart in registry.CHARTS:
+        for key, name in registry.files(chart).items():
+            path = f"{CHART_DIR}/{name}"
+            if key.endswith("_html"):
+                path = report(
+                    path,
+                    caption=chart.caption,
+                    category="Charts",
+                    labels={"chart": chart.label},
+                )
+            outputs[key] = path
+    outputs["table"] = report(
+        f"{CHART_DIR}/{registry.TABLE}",
+        caption="../report/table.rst",
+        category="Tables",
+        labels={"table": "seed-aggregated (mean, 95% interval)"},
+    )
+    outputs["audit"] = report(
+        f"{CHART_DIR}/{registry.AUDIT}",
+        caption="../report/audit.rst",
+        category="Tables",
+        labels={"table": "evaluation audit (gradient-masking checks)"},
+    )
+    return outputs

@@ -1,5 +1,5 @@
 # Prepare one task at one size in MedMNIST's npz layout under resources/data/: generate a synthetic
-# task, copy an already-downloaded MedMNIST file (config data_dir; the folder is only read), or
+# task, copy an already-downloaded MedMNIST file (config source_dir; the folder is only read), or
 # download it with the medmnist package.
 rule prepare_data:
     input:
@@ -23,4 +23,4 @@ rule prepare_data:
         options=prepare_options,
     shell:
         "medgrid prepare-data --task {params.task} --size {params.size}"
-        " --data-dir $(dirname {output.npz}) {params.options} > {log} 2>&1"
+        " --out {output.npz} {params.options} > {log} 2>&1"

@@ -23,8 +23,8 @@ rule evaluate:
         transfer=transfer_option,
         data_on=config["data_on"],
     shell:
-        "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data})"
-        " --data {input.data} --out {output.table} {params.attacks} {params.options}"
+        "medgrid evaluate --checkpoint {input.model} --data {input.data}"
+        " --out {output.table} {params.attacks} {params.options}"
         " {params.transfer} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 

@@ -29,14 +29,14 @@ rule features_nonrobust:
         "../../envs/medgrid.yaml"
     threads: threads_for("features")
     resources:
-        mem_mb=mem_mb("features", ALL_SPLITS + ("train",)),
+        mem_mb=mem_mb("features", names.SPLITS + ("train",)),
         runtime=resource("features", "runtime"),
         gpu=resource("features", "gpu"),
     params:
         options=nonrobust_options,
         data_on=config["data_on"],
     shell:
-        "medgrid features nonrobust --checkpoint {input.model} --data-dir $(dirname {input.data})"
+        "medgrid features nonrobust --checkpoint {input.model} --data {input.data}"
         " --out {output.npz} --table {output.table} {params.options} --data-on {params.data_on}"
         " --threads {threads} > {log} 2>&1"
 
@@ -57,14 +57,14 @@ rule features_robust:
         "../../envs/medgrid.yaml"
     threads: threads_for("features")
     resources:
-        mem_mb=mem_mb("features", ALL_SPLITS + ("train",)),
+        mem_mb=mem_mb("features", names.SPLITS + ("train",)),
         runtime=resource("features", "runtime"),
         gpu=resource("features", "gpu"),
     params:
         options=robust_options(),
         data_on=config["data_on"],
     shell:
-        "medgrid features robust --checkpoint {input.model} --data-dir $(dirname {input.data})"
+        "medgrid features robust --checkpoint {input.model} --data {input.data}"
         " --out {output.npz} --table {output.table} {params.options} --data-on {params.data_on}"
         " --threads {threads} > {log} 2>&1"
 
@@ -94,7 +94,7 @@ rule train_features:
         data_on=config["data_on"],
     shell:
         "medgrid train --task {wildcards.task} --size {wildcards.size} --arch {wildcards.arch}"
-        " --norm none --eps 0 --seed {wildcards.seed} --data-dir $(dirname {input.data})"
+        " --norm none --eps 0 --seed {wildcards.seed}"
         " --data {input.features} --train-data {wildcards.fset} --out {output.model}"
         " {params.hparams} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
@@ -126,8 +126,8 @@ rule evaluate_features:
         transfer=transfer_option,
         data_on=config["data_on"],
     shell:
-        "medgrid evaluate --checkpoint {input.model} --data-dir $(dirname {input.data})"
-        " --data {input.data} --out {output.table} {params.attacks} {params.options}"
+        "medgrid evaluate --checkpoint {input.model} --data {input.data}"
+        " --out {output.table} {params.attacks} {params.options}"
         " {params.transfer} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 

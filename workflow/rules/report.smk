@@ -98,8 +98,8 @@ rule history:
         "medgrid history --out {output.table} {input.checkpoints} > {log} 2>&1"
 
 
-# The five charts of the summary, each as interactive HTML (Vega inlined, works offline), PNG and
-# SVG, plus the seed-aggregated table as HTML. A chart whose rows do not exist yet (MedMNIST-C,
+# Every chart of medgrid's chart registry (medgrid.report.registry), each as interactive HTML (Vega inlined,
+# works offline), PNG and SVG, plus the seed-aggregated table and the evaluation audit as HTML. A chart whose rows do not exist yet (MedMNIST-C,
 # D_rand/D_det/D_R) is written as a "no rows yet" placeholder, so these outputs never change and
 # the charts fill in when the summary gains their rows. Also the training curves of every model.
 rule charts:
@@ -107,66 +107,7 @@ rule charts:
         summary=rules.aggregate.output.summary,
         history=rules.history.output.table,
     output:
-        tradeoff_html=report(
-            "results/charts/tradeoff.html",
-            caption="../report/tradeoff.rst",
-            category="Charts",
-            labels={"chart": "(a) trade-off: clean vs MedMNIST-C"},
-        ),
-        tradeoff_png="results/charts/tradeoff.png",
-        tradeoff_svg="results/charts/tradeoff.svg",
-        robust_vs_eps_html=report(
-            "results/charts/robust_vs_eps.html",
-            caption="../report/robust_vs_eps.rst",
-            category="Charts",
-            labels={"chart": "(b) robust accuracy vs attack epsilon"},
-        ),
-        robust_vs_eps_png="results/charts/robust_vs_eps.png",
-        robust_vs_eps_svg="results/charts/robust_vs_eps.svg",
-        by_train_eps_html=report(
-            "results/charts/by_train_eps.html",
-            caption="../report/by_train_eps.rst",
-            category="Charts",
-            labels={"chart": "(c) accuracy vs training epsilon"},
-        ),
-        by_train_eps_png="results/charts/by_train_eps.png",
-        by_train_eps_svg="results/charts/by_train_eps.svg",
-        nonrobust_features_html=report(
-            "results/charts/nonrobust_features.html",
-            caption="../report/nonrobust_features.rst",
-            category="Charts",
-            labels={"chart": "(d) non-robust features"},
-        ),
-        nonrobust_features_png="results/charts/nonrobust_features.png",
-        nonrobust_features_svg="results/charts/nonrobust_features.svg",
-        corruption_heatmap_html=report(
-            "results/charts/corruption_heatmap.html",
-            caption="../report/corruption_heatmap.rst",
-            category="Charts",
-            labels={"chart": "(e) corruption x severity, robust - standard"},
-        ),
-        corruption_heatmap_png="results/charts/corruption_heatmap.png",
-        corruption_heatmap_svg="results/charts/corruption_heatmap.svg",
-        training_curves_html=report(
-            "results/charts/training_curves.html",
-            caption="../report/training_curves.rst",
-            category="Charts",
-            labels={"chart": "(f) training curves"},
-        ),
-        training_curves_png="results/charts/training_curves.png",
-        training_curves_svg="results/charts/training_curves.svg",
-        table=report(
-            "results/charts/table.html",
-            caption="../report/table.rst",
-            category="Tables",
-            labels={"table": "seed-aggregated (mean, 95% interval)"},
-        ),
-        audit=report(
-            "results/charts/audit.html",
-            caption="../report/audit.rst",
-            category="Tables",
-            labels={"table": "evaluation audit (gradient-masking checks)"},
-        ),
+        **chart_outputs(),
     log:
         "logs/charts.log",
     benchmark:
@@ -204,7 +145,7 @@ rule saliency:
             )
             for norm, tokens in TRAIN_GRID.items()
         ],
-        data=lambda wildcards: f"{DATA_DIR}/{dataset_stem(wildcards.task, config['sizes'][0])}.npz",
+        data=lambda wildcards: data_file(wildcards.task, config["sizes"][0]),
     output:
         figure=report(
             "results/charts/saliency-{task}.png",
@@ -227,7 +168,7 @@ rule saliency:
     params:
         n=4,
     shell:
-        "medgrid saliency --checkpoint {input.checkpoints} --data-dir $(dirname {input.data}) --data {input.data} --out {output.figure} --n {params.n} --threads {threads} > {log} 2>&1"
+        "medgrid saliency --checkpoint {input.checkpoints} --data {input.data} --out {output.figure} --n {params.n} --threads {threads} > {log} 2>&1"
 
 
 FINAL_TARGETS.extend(expand(rules.saliency.output.figure, task=config["tasks"]))

@@ -18,13 +18,13 @@ rule train:
         runtime=resource("train", "runtime"),
         gpu=resource("train", "gpu"),
     params:
-        eps=lambda wildcards: eps_arg(wildcards.eps),
+        eps=lambda wildcards: epsilon.arg(wildcards.norm, wildcards.eps),
         hparams=train_options,
         data_on=config["data_on"],
     shell:
         "medgrid train --task {wildcards.task} --size {wildcards.size} --arch {wildcards.arch}"
         " --norm {wildcards.norm} --eps {params.eps} --seed {wildcards.seed}"
-        " --data-dir $(dirname {input.data}) --data {input.data} --out {output.model}"
+        " --data {input.data} --out {output.model}"
         " {params.hparams} --data-on {params.data_on} --threads {threads} > {log} 2>&1"
 
 

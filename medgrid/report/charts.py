@@ -1,9 +1,10 @@
-"""The charts of the results table, as Altair specs: each a query over the tidy table (:mod:`medgrid.results`).
+"""The charts of the results table, as Altair specs: each a query over the tidy table (:mod:`medgrid.results`),
+listed with its title and the rows it needs in :mod:`medgrid.report.registry`.
 
 Every chart is built from the seed-aggregated view (:func:`seed_view`, with
-:func:`medgrid.aggregate.by_seed`); error bars are t-based 95% intervals over seeds (none with one
+:func:`medgrid.report.aggregate.by_seed`); error bars are t-based 95% intervals over seeds (none with one
 seed). A builder returns None when the table lacks its rows; :func:`placeholder` then says which rows
-it needs. Writing them to files (HTML, PNG, SVG) is :mod:`medgrid.render`'s job.
+it needs. Writing them to files (HTML, PNG, SVG) is :mod:`medgrid.report.render`'s job.
 """
 
 from __future__ import annotations
@@ -11,36 +12,40 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from medgrid import charts_health as health
 from medgrid import results
-from medgrid.chart_parts import (CELL_H, CELL_W, LINE_LAYER_STYLE, alt_tooltip, arch_encodings, chance_layers,
-                                 header, interval_tips, setting_scale, tooltip)
-from medgrid.labels import (DATA_LABEL, DATA_ORDER, DIVERGING, NORM_NAME, NORM_ORDER, OKABE_ITO,
-                            METRIC_NAME, SHIFT_COLOR, STANDARD_COLOR, eps_axis, ramp,
-                            robust_label, setting_label)
+from medgrid.labels import (
+    DATA_LABEL,
+    DATA_ORDER,
+    DIVERGING,
+    METRIC_NAME,
+    NORM_NAME,
+    NORM_ORDER,
+    OKABE_ITO,
+    SHIFT_COLOR,
+    STANDARD_COLOR,
+    eps_axis,
+    ramp,
+    robust_label,
+    setting_label,
+)
 from medgrid.names import CHART_METRICS, CORRUPTION_MEAN, NO_CORRUPTION
+from medgrid.report import chart_health as health
+from medgrid.report import registry
+from medgrid.report.chart_parts import (
+    CELL_H,
+    CELL_W,
+    LINE_LAYER_STYLE,
+    alt_tooltip,
+    arch_encodings,
+    chance_layers,
+    header,
+    interval_tips,
+    setting_scale,
+    tooltip,
+)
 
-CHARTS = ("tradeoff", "robust_vs_eps", "by_train_eps", "nonrobust_features", "corruption_heatmap")
 METRICS = {m: METRIC_NAME[m] for m in CHART_METRICS}
-
-# what each chart needs, for its placeholder
-NEEDS = {
-    "tradeoff": "clean rows and MedMNIST-C rows (eval_kind=corruption, corruption=mean, severity=0) "
-                "of models trained on the original data",
-    "robust_vs_eps": "PGD or worst-case rows (eval_kind=pgd, worst) of models trained on the original data",
-    "by_train_eps": "clean rows of standard and adversarially trained models (train_norm linf or l2)",
-    "nonrobust_features": "clean rows of models trained on D_rand, D_det or D_R (train_data drand, ddet, drobust)",
-    "corruption_heatmap": "per-corruption MedMNIST-C rows (eval_kind=corruption, severity >= 1) of a standard "
-                          "and an adversarially trained model",
-}
-TITLES = {
-    "tradeoff": "Clean vs corrupted accuracy trade-off",
-    "robust_vs_eps": "Robust accuracy vs attack ε",
-    "by_train_eps": "Clean, robust and MedMNIST-C accuracy vs training ε",
-    "nonrobust_features": "Non-robust features: models trained on D_rand / D_det / D_R",
-    "corruption_heatmap": "Robust minus standard accuracy per corruption and severity",
-}
-
+TITLES = {chart.name: chart.title for chart in registry.CHARTS}
 
 
 def tradeoff(s: pd.DataFrame, metric: str):
@@ -331,11 +336,13 @@ BUILDERS = {
 }
 
 
-def placeholder(name: str, reason: str, title: str | None = None):
-    """A chart that says which rows are missing, so every output file exists."""
+def placeholder(name: str):
+    """A chart that says which rows are missing (the registry's ``needs``), so every output file exists."""
+    chart = registry.BY_NAME[name]
+    reason, title = chart.needs, chart.title
     lines = pd.DataFrame({"i": [0, 1], "text": ["no rows yet", f"needs {reason}"]})
     return alt.Chart(lines).mark_text(fontSize=13, align="left", x=10).encode(
         y=alt.Y("i:O", axis=None), text="text:N",
         size=alt.condition("datum.i == 0", alt.value(20), alt.value(12)),
         color=alt.value("#444444")).properties(
-        width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(title or TITLES[name], subtitle=f"{name}"))
+        width=max(420, 7 * len(reason) + 60), height=80, title=alt.Title(title, subtitle=f"{name}"))

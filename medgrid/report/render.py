@@ -1,7 +1,7 @@
 """Charts and tables written to files: interactive HTML (Vega inlined, works offline), PNG and SVG.
 
 ``medgrid charts --summary results/summary.parquet --out-dir results/charts`` (:func:`make_charts`)
-writes, for each chart in :data:`medgrid.charts.CHARTS`, ``{name}.html`` (tooltips give the cell
+writes, for each chart of :data:`medgrid.report.registry.CHARTS`, ``{name}.html`` (tooltips give the cell
 coordinates), ``{name}.png`` and ``{name}.svg``, plus ``table.html`` (the seed-aggregated table for the
 report). A chart whose rows are not in the table yet (MedMNIST-C rows come from the shift rules,
 D_rand / D_det / D_R rows from the feature rules) is written as a placeholder that says "no rows yet"
@@ -20,18 +20,16 @@ import altair as alt
 import pandas as pd
 import vl_convert as vlc
 
-from medgrid import chart_parts, charts, results
-from medgrid.aggregate import by_seed
+from medgrid import epsilon, results
 from medgrid.atomic import atomic_output
-from medgrid.audit import write_audit_html
 from medgrid.errors import UserError
-from medgrid.epsilon import eps_text
 from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, robust_label, setting_label
 from medgrid.names import EVAL_KINDS
+from medgrid.report import chart_parts, charts, registry
+from medgrid.report.aggregate import by_seed
+from medgrid.report.audit import write_audit_html
 
-FORMATS = ("html", "png", "svg")
-TABLE = "table.html"
-AUDIT = "audit.html"
+FORMATS, TABLE, AUDIT = registry.FORMATS, registry.TABLE, registry.AUDIT
 PNG_SCALE = 2  # PNG pixels per CSS pixel: sharp on slides and high-dpi screens
 
 
@@ -95,7 +93,7 @@ def save(chart, out_dir: Path, name: str, title: str | None = None) -> list[Path
         path = out_dir / f"{name}.{fmt}"
         with atomic_output(path) as tmp:
             if fmt == "html":
-                Path(tmp).write_text(_html(spec, title or charts.TITLES.get(name, name)), encoding="utf-8")
+                Path(tmp).write_text(_html(spec, title or registry.BY_NAME[name].title), encoding="utf-8")
             elif fmt == "png":
                 Path(tmp).write_bytes(vlc.vegalite_to_png(spec, vl_version=vl_version, scale=PNG_SCALE))
             else:
@@ -115,7 +113,7 @@ def _evaluation(row) -> str:
     if row.eval_kind == "sanity":
         if row.eval_norm == "none":
             return "check"
-        return f"check {NORM_NAME[row.eval_norm]} {eps_text(row.eval_norm, row.eval_eps)}"
+        return f"check {NORM_NAME[row.eval_norm]} {epsilon.text(row.eval_norm, row.eval_eps)}"
     if row.eval_kind == "health":
         return "training health (test split)"
     if row.eval_kind == "corruption":
@@ -167,9 +165,9 @@ Source: {html.escape(str(source))} ({len(df)} rows).</p>
 
 
 def make_charts(summary, out_dir, *, metric: str = "balanced_acc", history=None) -> dict[str, str]:
-    """Every chart of :data:`medgrid.charts.CHARTS` in every format of :data:`FORMATS`, plus ``table.html``;
-    with ``history`` (a table of :mod:`medgrid.history`) also the training curves
-    (:data:`medgrid.charts_training.NAME`).
+    """Every chart of :data:`medgrid.report.registry.CHARTS` in every format of :data:`FORMATS`, plus
+    ``table.html`` and ``audit.html``. Charts drawn from the per-epoch histories need ``history`` (a table of
+    :mod:`medgrid.report.history`); without it they are left out.
 
     Returns {chart: "chart" | "placeholder"}. UserError for a missing or empty summary.
     """
@@ -180,24 +178,24 @@ def make_charts(summary, out_dir, *, metric: str = "balanced_acc", history=None)
         raise UserError(f"results table {summary} has no rows; run the evaluations first")
     out_dir = Path(out_dir)
     s = chart_parts.seed_view(df, metric)
-    builders = {name: functools.partial(charts.BUILDERS[name], s, metric) for name in charts.CHARTS}
-    needs, titles = dict(charts.NEEDS), dict(charts.TITLES)
+    builders = {name: functools.partial(build, s, metric) for name, build in charts.BUILDERS.items()}
     if history is not None:
-        from medgrid import charts_training, history as histories
+        from medgrid.report import chart_training
+        from medgrid.report import history as histories
 
-        name = charts_training.NAME
-        builders[name] = functools.partial(charts_training.training_curves, histories.read(history), df)
-        needs[name], titles[name] = charts_training.NEEDS, charts_training.TITLE
+        builders[chart_training.NAME] = functools.partial(chart_training.training_curves, histories.read(history), df)
     status = {}
-    for name, build in builders.items():
-        chart = build()
+    for entry in registry.CHARTS:
+        if entry.name not in builders:  # a history chart without --history
+            continue
+        chart = builders[entry.name]()
         if chart is None:
-            chart, status[name] = charts.placeholder(name, needs[name], titles[name]), "placeholder"
+            chart, status[entry.name] = charts.placeholder(entry.name), "placeholder"
         else:
-            status[name] = "chart"
-        save(chart_parts.finish(chart), out_dir, name, titles[name])
-        print(f"{name}: {'written' if status[name] == 'chart' else 'placeholder (no rows yet)'} -> "
-              f"{out_dir}/{name}.{{{','.join(FORMATS)}}}")
+            status[entry.name] = "chart"
+        save(chart_parts.finish(chart), out_dir, entry.name, entry.title)
+        print(f"{entry.name}: {'written' if status[entry.name] == 'chart' else 'placeholder (no rows yet)'} -> "
+              f"{out_dir}/{entry.name}.{{{','.join(FORMATS)}}}")
     write_table_html(df, out_dir / TABLE, source=str(summary))
     write_audit_html(df, out_dir / AUDIT, source=str(summary))
     print(f"table: {out_dir / TABLE}; evaluation audit: {out_dir / AUDIT}")

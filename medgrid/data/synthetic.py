@@ -15,7 +15,6 @@ from medgrid import seeding
 from medgrid.errors import UserError
 from medgrid.names import SPLITS, SYNTHETIC_SIZES, SYNTHETIC_TASKS
 
-DEFAULTS = dict(n_classes=4, amplitude=4, n_train=4000, n_val=500, n_test=1000)
 _BASE_CENTRES = ((9.0, 9.0), (9.0, 19.0), (19.0, 9.0), (19.0, 19.0))  # (row, col) at 28 px
 _JITTER = 3.4  # px at 28, std of the blob position per axis
 _WIDTH = (2.5, 4.0)  # px at 28, blob sigma

@@ -68,7 +68,7 @@ def _shape_text(shape) -> str:
 
 
 def check_images(name: str, key: str, dtype: np.dtype, shape: tuple, info, size: int) -> None:
-    """uint8 images of the task's channels at ``size`` px (``info``: a medgrid.tasks.TaskInfo)."""
+    """uint8 images of the task's channels at ``size`` px (``info``: a medgrid.data.tasks.TaskInfo)."""
     if dtype != np.uint8:
         raise UserError(f"{name}: {key} has dtype {dtype}, expected uint8 (MedMNIST layout)")
     c = info.n_channels

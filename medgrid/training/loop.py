@@ -10,11 +10,13 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from medgrid import __version__, data, health, metrics, models
+from medgrid import __version__, models
 from medgrid.attacks.pgd import perturb
 from medgrid.attacks.steps import default_alpha
-from medgrid.predict import predict
+from medgrid.data import loading
 from medgrid.errors import UserError
+from medgrid.evaluation import health, metrics
+from medgrid.evaluation.predict import predict
 from medgrid.names import SELECTIONS
 from medgrid.seeding import seed_everything, training_seeds
 
@@ -86,7 +88,7 @@ def warmup_factor(warmup_epochs: int, it: int, steps_per_epoch: int) -> float:
     return 1.0 if ramp <= 0 else min(1.0, (it + 1) / ramp)
 
 
-def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
+def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
           device: str = "cpu", train_data: str = "original", progress: bool = True):
     """Train one cell; returns (model with the selected epoch's weights, settings dict for the checkpoint).
 
@@ -122,7 +124,7 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         model.train()
         seen = correct = 0
         loss_sum = 0.0
-        bar = tqdm(data.iterate(ds.train, hp.batch_size, shuffle=True, generator=gen), total=steps_per_epoch,
+        bar = tqdm(loading.iterate(ds.train, hp.batch_size, shuffle=True, generator=gen), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{hp.epochs}", leave=False, mininterval=1.0,
                    disable=None if progress else True)  # None: bar on a terminal, not in log files
         for x, y in bar:
@@ -149,7 +151,7 @@ def train(ds: data.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: 
         val_bacc = metrics.balanced_accuracy(labels, logits.argmax(1))
         train_acc = correct / seen
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": train_acc,
-                        "val_balanced_acc": val_bacc, "train_eps": float(eps) * factor})
+                        "val_balanced_acc": val_bacc, "epoch_eps": float(eps) * factor})
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f} acc {train_acc:.4f}"
                        f" | val balanced acc {val_bacc:.4f}")

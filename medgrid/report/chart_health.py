@@ -1,6 +1,6 @@
-"""Training health in every chart: degenerate cells (:mod:`medgrid.health`) drawn hollow, with a tooltip note.
+"""Training health in every chart: degenerate cells (:mod:`medgrid.evaluation.health`) drawn hollow, with a tooltip note.
 
-:func:`add_health` joins onto the seed view (:func:`medgrid.chart_parts.seed_view`), per model over seeds,
+:func:`add_health` joins onto the seed view (:func:`medgrid.report.chart_parts.seed_view`), per model over seeds,
 the columns ``degenerate`` (flagged in at least one seed), ``collapsed`` (flagged and trained on the
 original data: a broken model), ``degenerate_seeds`` and ``health_note`` (what the tooltips say). A model
 trained on D_rand, D_det or D_R at chance is flagged too, but there chance level is a result: it is

@@ -1,15 +1,17 @@
 """The tasks medgrid supports: their description, image sizes and file names.
 
 MedMNIST's own table (``medmnist.INFO``) describes the 2D MedMNIST tasks; the synthetic tasks are
-described by :mod:`medgrid.synthetic`. Multi-label (ChestMNIST) and 3D tasks are refused with the reason.
+described by :mod:`medgrid.data.synthetic`. Multi-label (ChestMNIST) and 3D tasks are refused with the reason.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medgrid import synthetic
+from medgrid import catalog
+from medgrid.data import synthetic
 from medgrid.errors import UserError
 from medgrid.names import MEDMNIST_2D, SIZES, SYNTHETIC_SIZES, SYNTHETIC_TASKS, TASKS
 
@@ -47,7 +49,7 @@ def task_info(task: str, *, n_classes: int | None = None) -> TaskInfo:
     ``n_classes`` only applies to synthetic tasks (default 4); MedMNIST tasks have theirs fixed.
     """
     if task in SYNTHETIC_TASKS:
-        c = synthetic.DEFAULTS["n_classes"] if n_classes is None else n_classes
+        c = catalog.SYNTHETIC_DEFAULTS["n_classes"] if n_classes is None else n_classes
         synthetic.check_classes(c)
         return TaskInfo(task, synthetic.n_channels(task), c, "binary-class" if c == 2 else "multi-class",
                         synthetic.label_names(c))
@@ -80,12 +82,30 @@ def check_size(task: str, size) -> int:
     return s
 
 
-def npz_path(data_dir, task: str, size: int) -> Path:
-    """``{data_dir}/{task}.npz`` at 28 px, ``{data_dir}/{task}_{size}.npz`` otherwise (MedMNIST's naming)."""
-    name = f"{task}.npz" if int(size) == 28 else f"{task}_{int(size)}.npz"
-    return Path(data_dir) / name
+def npz_path(folder, task: str, size: int) -> Path:
+    """``{folder}/{task}.npz`` at 28 px, ``{folder}/{task}_{size}.npz`` otherwise (MedMNIST's naming)."""
+    return Path(folder) / f"{catalog.file_stem(task, size)}.npz"
 
 
-def fetch_command(task: str, size: int, data_dir) -> str:
-    """The command that makes a task's npz, for error messages."""
-    return f"medgrid prepare-data --task {task} --size {size} --data-dir {data_dir}"
+def file_argument(value, option: str, task: str, size: int) -> Path:
+    """The npz file an option names; UserError when none is given or it names a folder (a file is meant)."""
+    if value is None:
+        raise UserError(f"no npz file given ({option} FILE)")
+    path = Path(value)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; name the npz file, e.g. {npz_path(path, task, size)}")
+    return path
+
+
+def fetch_command(task: str, size: int, out) -> str:
+    """The command that makes a task's npz file ``out``, for error messages."""
+    return f"medgrid prepare-data --task {task} --size {size} --out {out}"
+
+
+@functools.lru_cache(maxsize=None)
+def chance_level(task: str) -> float:
+    """1 / n_classes of a task; NaN when the task is unknown to medgrid."""
+    try:
+        return 1.0 / task_info(task).n_classes
+    except (UserError, ImportError, KeyError):
+        return float("nan")

@@ -2,7 +2,7 @@
 ``headline.html`` (the report's first page) and Markdown (printed, for a README or an e-mail).
 
 ``medgrid table --summary results/summary.parquet --out-dir results/tables`` (:func:`make_headline`).
-The tables themselves are :mod:`medgrid.headline`'s.
+The tables themselves are :mod:`medgrid.report.headline`'s.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from medgrid import headline, results
+from medgrid import results
 from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
-from medgrid.headline import Block, Cell
 from medgrid.names import HEADLINE_COLUMNS
+from medgrid.report import headline
+from medgrid.report.headline import Block, Cell
 
 FILES = {"csv": "headline.csv", "tex": "headline.tex", "html": "headline.html"}
 

@@ -5,12 +5,12 @@ epsilon) and a few columns: clean balanced accuracy, robust balanced accuracy at
 norm (the per-sample worst case over PGD, APGD-CE and APGD-T where the cell has it, PGD otherwise),
 MedMNIST-C mean balanced accuracy, BE and rBE, and the clean balanced accuracy of the models trained on
 D_rand, D_det (on the standard row) and D_R (on its robust source's row). Every number is the mean over
-seeds with its t-based 95% interval, as :func:`medgrid.aggregate.by_seed` computes them for
+seeds with its t-based 95% interval, as :func:`medgrid.report.aggregate.by_seed` computes them for
 ``summary_by_seed.parquet``.
 
 :func:`build` turns the tidy results table into the headline's own tidy frame (one row per task x size x
 arch x setting x column); :func:`blocks` cuts that into the tables a reader sees, with their headers and
-footnotes. Writing them as CSV, LaTeX, HTML and Markdown is :mod:`medgrid.headline_write`'s job.
+footnotes. Writing them as CSV, LaTeX, HTML and Markdown is :mod:`medgrid.report.headline_write`'s job.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medgrid import results
-from medgrid.aggregate import by_seed
-from medgrid.epsilon import eps_text
+from medgrid import epsilon, results
+from medgrid.data.tasks import chance_level
 from medgrid.errors import UserError
-from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, attack_name, chance_level, setting_label
+from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, attack_name, setting_label
 from medgrid.names import CORRUPTION_MEAN, HEADLINE_COLUMNS, HEALTH_METRIC, WHITE_BOX_KINDS
+from medgrid.report.aggregate import by_seed
 
 CELL = ["task", "size", "arch", "train_norm", "train_eps"]
 BLOCK = ["task", "size", "arch"]
@@ -72,7 +72,7 @@ def spec(column: str, eps: dict[str, float] | None = None) -> Spec:
     if column.startswith("robust_"):
         norm = column.removeprefix("robust_")
         value = (eps or {}).get(norm)
-        where = f" {eps_text(norm, value)}" if value is not None else ""
+        where = f" {epsilon.text(norm, value)}" if value is not None else ""
         return Spec(f"robust {NORM_NAME[norm]}{where}", "bal. acc.")
     return SPECS[column]
 
@@ -94,10 +94,10 @@ def _select(s: pd.DataFrame, column: str, eps: dict[str, float]) -> pd.DataFrame
     rows = s[data & s.eval_kind.isin(["worst", "pgd"]) & (s.eval_norm == norm) & (s.metric == ACC)]
     if rows.empty or eps.get(norm) is None:
         return None
-    at = rows[np.isclose(rows.eval_eps, eps[norm], rtol=1e-6, atol=1e-12)]
+    at = rows[[epsilon.same(e, eps[norm]) for e in rows.eval_eps]]
     if at.empty:
-        have = ", ".join(eps_text(norm, e) for e in sorted(set(rows.eval_eps)))
-        raise UserError(f"no {NORM_NAME[norm]} attack rows at ε = {eps_text(norm, eps[norm])} in the results "
+        have = ", ".join(epsilon.text(norm, e) for e in sorted(set(rows.eval_eps)))
+        raise UserError(f"no {NORM_NAME[norm]} attack rows at ε = {epsilon.text(norm, eps[norm])} in the results "
                         f"(they have {have}); choose one of those with --{norm}-eps")
     # the worst case over PGD and both APGD runs where the cell has it, PGD otherwise
     return results.prefer_worst(at, CELL)

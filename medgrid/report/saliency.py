@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medgrid import checkpoint, data
+from medgrid import checkpoint, epsilon, seeding
 from medgrid.atomic import atomic_output
 from medgrid.attacks.pgd import perturb
 from medgrid.attacks.steps import default_alpha
-from medgrid.epsilon import eps_text
+from medgrid.data import loading
 from medgrid.errors import UserError
 from medgrid.labels import NORM_NAME, setting_label
 from medgrid.models import eval_mode
@@ -71,7 +71,7 @@ def _grad_image(g):
     return np.clip((np.clip(g, mu - 3 * sd, mu + 3 * sd) - (mu - 3 * sd)) / (6 * sd), 0, 1)
 
 
-def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, attack_norm: str | None = None,
+def saliency_figure(checkpoints, data, out, *, n: int = 4, attack_norm: str | None = None,
                     attack_eps: float | None = None, attack_steps: int = 20, seed: int = 0, dpi: int = 150) -> Path:
     """Write the figure to ``out`` (format by suffix); returns its path."""
     try:
@@ -104,7 +104,7 @@ def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, at
                                 f"{path} has {s[key]!r}; the figure compares models of one task")
     task, size = first["task"], int(first["size"])
     n_classes = int(first["n_classes"]) if task in SYNTHETIC_TASKS else None
-    ds = data.load(task, size, data_dir, npz=data_npz, n_classes=n_classes, splits=("test",))
+    ds = loading.load(task, size, data, n_classes=n_classes, splits=("test",))
 
     if attack_norm is None or attack_eps is None:
         robust = next(((s["norm"], float(s["eps"])) for s in settings if s["norm"] != "none"), DEFAULT_ATTACK)
@@ -115,12 +115,12 @@ def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, at
         raise UserError("--attack-eps must be > 0")
 
     idx = choose_images(ds.test.labels.tolist(), n)
-    x = data.as_float(ds.test.images[idx])
+    x = loading.as_float(ds.test.images[idx])
     y = ds.test.labels[idx]
     rows = []  # per model: (grad clean, pred clean, grad adv, pred adv)
     for model in models:
         g_clean, p_clean = input_gradient(model, x, y)
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeding.torch_generator(seed, seeding.STREAM_SALIENCY)
         x_adv = perturb(model, x, y, norm=attack_norm, eps=attack_eps, alpha=default_alpha(attack_eps, attack_steps),
                         steps=attack_steps, generator=gen)
         g_adv, p_adv = input_gradient(model, x_adv, y)
@@ -130,7 +130,7 @@ def saliency_figure(checkpoints, data_dir, out, *, n: int = 4, data_npz=None, at
     n_cols = 1 + 2 * len(models)
     fig, axes = plt.subplots(k, n_cols, figsize=(1.55 * n_cols + 0.3, 1.6 * k + 0.9), squeeze=False)
     grey = x.shape[1] == 1
-    attack_text = f"PGD {NORM_NAME[attack_norm]} ε={eps_text(attack_norm, attack_eps)}, {attack_steps} steps"
+    attack_text = f"PGD {NORM_NAME[attack_norm]} ε={epsilon.text(attack_norm, attack_eps)}, {attack_steps} steps"
     for r in range(k):
         img = x[r].cpu().numpy()
         ax = axes[r, 0]

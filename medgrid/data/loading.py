@@ -1,16 +1,13 @@
-"""Datasets: a task's npz (MedMNIST via the ``medmnist`` package, or a synthetic task) made, loaded, batched.
+"""A task's npz file loaded and batched.
 
-Every task lives in one npz file in MedMNIST's layout (:mod:`medgrid.npz`) at ``tasks.npz_path``.
-``load`` validates a file and holds each split it needs whole as a uint8 tensor (N, C, H, W), read straight
+Every task lives in one npz file in MedMNIST's layout (:mod:`medgrid.data.npz`; made by
+:mod:`medgrid.data.prepare`). ``load`` validates a file and holds each split it needs whole as a uint8 tensor (N, C, H, W), read straight
 into place, plus int64 labels (N,); ``iterate`` slices batches from those tensors (no per-sample Dataset /
 DataLoader) and moves them to the compute device when the images are held in host memory.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +16,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from medgrid import npz as npzfile
-from medgrid import placement, synthetic, tasks
+from medgrid.data import npz as npzfile
+from medgrid.data import placement, tasks
+from medgrid.data.tasks import TaskInfo
 from medgrid.errors import UserError
-from medgrid.names import SPLITS, SYNTHETIC_TASKS
-from medgrid.tasks import TaskInfo
+from medgrid.names import SPLITS
 
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 (N, C, H, W), on `device` or in host memory (medgrid.placement)
+    images: torch.Tensor  # uint8 (N, C, H, W), on `device` or in host memory (medgrid.data.placement)
     labels: torch.Tensor  # int64 (N,), on `device`
     device: torch.device | None = None  # where batches are computed on; default: where the images are
 
@@ -49,129 +46,34 @@ class Dataset:
     test: Split | None
     path: Path
     sha256: str
-    data_on: str = "host"  # where the images are: "device" or "host" (medgrid.placement)
+    data_on: str = "host"  # where the images are: "device" or "host" (medgrid.data.placement)
     nbytes: int = 0  # bytes of the loaded images
-
-
-# ------------------------------------------------------------------------------------------- prepare
-
-
-def prepare(task: str, size: int, data_dir, *, seed: int = 0, download: bool = True, source_dir=None,
-            n_classes: int | None = None, amplitude: int | None = None, n_train: int | None = None,
-            n_val: int | None = None, n_test: int | None = None) -> Path:
-    """Make ``tasks.npz_path(data_dir, task, size)`` exist and be valid; return its path.
-
-    MedMNIST: an existing valid file is kept; otherwise it is copied from ``source_dir`` (a folder of
-    already-downloaded files, never written to) or downloaded with ``medmnist``'s dataset class when
-    ``download``. Synthetic tasks are (re)generated deterministically from ``seed`` and the synthetic
-    parameters (``n_classes``, ``amplitude`` k in grey levels, split sizes; defaults in synthetic.DEFAULTS).
-    """
-    size = tasks.check_size(task, size)
-    if data_dir is None:
-        raise UserError("prepare needs a data folder (--data-dir)")
-    data_dir = Path(data_dir)
-    synthetic_args = dict(n_classes=n_classes, amplitude=amplitude, n_train=n_train, n_val=n_val, n_test=n_test)
-    if task in SYNTHETIC_TASKS:
-        info = tasks.task_info(task, n_classes=n_classes)
-        params = {k: (synthetic.DEFAULTS[k] if v is None else v) for k, v in synthetic_args.items()}
-        arrays = synthetic.generate(task, size, seed=seed, **params)
-        dest = tasks.npz_path(data_dir, task, size)
-        _ensure_dir(data_dir)
-        npzfile.write_npz(dest, arrays)
-        npzfile.check_file(dest, info, size)
-        return dest
-    if any(v is not None for v in synthetic_args.values()):
-        given = ", ".join(k for k, v in synthetic_args.items() if v is not None)
-        raise UserError(f"{given}: only for synthetic tasks, not for {task!r}")
-    info = tasks.task_info(task)
-    dest = tasks.npz_path(data_dir, task, size)
-    fetch = tasks.fetch_command(task, size, data_dir)
-    if source_dir is not None:
-        src = tasks.npz_path(source_dir, task, size)
-        if not src.is_file():
-            raise UserError(f"{src} not found in --source-dir {source_dir} (expected MedMNIST's file name "
-                            f"{src.name})")
-        if dest.exists() and os.path.samefile(src, dest):
-            npzfile.check_file(dest, info, size)
-            return dest
-        npzfile.check_file(src, info, size)
-        _ensure_dir(data_dir)
-        npzfile.copy_atomic(src, dest)
-        return dest
-    if dest.is_file():
-        npzfile.check_file(dest, info, size)
-        return dest
-    if not download:
-        raise UserError(f"{dest} not found and downloading is off; fetch it with: {fetch} "
-                        f"(or copy it from a folder of MedMNIST files with --source-dir DIR)")
-    _ensure_dir(data_dir)
-    _download(task, size, dest, fetch)
-    npzfile.check_file(dest, info, size)
-    return dest
-
-
-def _ensure_dir(d: Path) -> None:
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create data folder {d}: {exc.strerror}") from None
-
-
-def _download(task: str, size: int, dest: Path, fetch: str) -> None:
-    """Download through medmnist's dataset class into a private temp folder, then move into place."""
-    medmnist = tasks.medmnist()
-    cls = getattr(medmnist, medmnist.INFO[task]["python_class"])
-    tmpdir = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
-    try:
-        try:
-            cls(split="test", root=str(tmpdir), size=None if size == 28 else size, download=True)
-        except Exception as exc:
-            # medmnist wraps every failure in a long multi-line RuntimeError; the cause is its context
-            cause = exc.__context__ if exc.__context__ is not None else exc
-            reason = " ".join(f"{type(cause).__name__}: {cause}".split())[:160]
-            url = medmnist.INFO[task].get("url" + ("" if size == 28 else f"_{size}"), "?")
-            raise UserError(f"{dest} not found and downloading it from {url} failed ({reason}); fetch it with: "
-                            f"{fetch} on a machine with internet, or copy it in with --source-dir DIR") from None
-        got = tmpdir / dest.name
-        if not got.is_file():
-            raise UserError(f"download of {dest.name} produced no file; fetch it with: {fetch}")
-        os.replace(got, dest)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- load
 
 
-def _missing_file_message(path: Path, task: str, size: int, data_dir, explicit: bool) -> str:
-    if explicit:
-        return f"{path} not found (the --data file)"
-    return f"{path} not found; fetch it with: {tasks.fetch_command(task, size, data_dir)}"
-
-
-def load(task: str, size: int, data_dir=None, *, npz=None, device="cpu", n_classes: int | None = None,
-         splits=SPLITS, data_on: str = "auto") -> Dataset:
-    """Read and validate a task's npz (``tasks.npz_path(data_dir, task, size)``, or the file ``npz``).
+def load(task: str, size: int, npz, *, device="cpu", n_classes: int | None = None, splits=SPLITS,
+         data_on: str = "auto") -> Dataset:
+    """Read and validate the npz file ``npz`` of a task at ``size`` px (its own file, or one in its layout such
+    as a generated D_rand set, checked against the task's channels, size and number of classes).
 
     Every split's header and labels are checked; the images of ``splits`` are read (the others are None),
     each member once, straight into its final uint8 (N, C, H, W) tensor: on ``device``, or in (pinned) host
-    memory with batches streamed to ``device``, as :func:`medgrid.placement.choose` decides from ``data_on``
-    (``Dataset.data_on`` says which). Labels are int64 (N,) on ``device``. ``npz`` names a specific file in
-    the task's layout (e.g. a generated D_rand set); it is checked against the task's channels, size and
-    number of classes. ``n_classes`` is for synthetic tasks generated with a non-default number of classes.
+    memory with batches streamed to ``device``, as :func:`medgrid.data.placement.choose` decides from ``data_on``
+    (``Dataset.data_on`` says which). Labels are int64 (N,) on ``device``. ``n_classes`` is for synthetic
+    tasks generated with a non-default number of classes.
     """
     info = tasks.task_info(task, n_classes=n_classes)
     size = tasks.check_size(task, size)
-    if npz is not None:
-        path, explicit = Path(npz), True
-    elif data_dir is not None:
-        path, explicit = tasks.npz_path(data_dir, task, size), False
-    else:
-        raise UserError("load needs a data folder (--data-dir) or an npz file (--data)")
+    path = tasks.file_argument(npz, "--data", task, size)
+    # a task's own file (MedMNIST's name) can be made again by prepare-data; a constructed set by its own rule
+    own = path.name == tasks.npz_path(".", task, size).name
     if not path.is_file():
-        raise UserError(_missing_file_message(path, task, size, data_dir, explicit))
+        made = f"; make it with: {tasks.fetch_command(task, size, path)}" if own else ""
+        raise UserError(f"{path} not found (the --data file){made}")
     name = str(path)
-    hint = "" if explicit else f"; re-create it with: {tasks.fetch_command(task, size, data_dir)}"
+    hint = f"; re-create it with: {tasks.fetch_command(task, size, path)}" if own else ""
     z = npzfile.open_npz(path, hint)
     loaded = {}
     try:

@@ -1,9 +1,9 @@
 """The training-curve chart: per epoch, train loss, train accuracy and validation balanced accuracy of every
-checkpoint (the history table of :mod:`medgrid.history`), with the selected epoch marked.
+checkpoint (the history table of :mod:`medgrid.report.history`), with the selected epoch marked.
 
 One row of small multiples per task (and size, arch when the grid has several), one column per quantity,
 one line per training setting and seed. Seeds whose model the evaluation flagged as degenerate
-(:mod:`medgrid.health`, joined from the summary) are dashed, their selected epoch hollow.
+(:mod:`medgrid.evaluation.health`, joined from the summary) are dashed, their selected epoch hollow.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from medgrid import chart_parts, charts_health
-from medgrid.labels import DATA_LABEL, DATA_ORDER, NORM_ORDER, OKABE_ITO, chance_level, setting_label
+from medgrid.data.tasks import chance_level
+from medgrid.labels import DATA_LABEL, DATA_ORDER, NORM_ORDER, OKABE_ITO, setting_label
+from medgrid.report import chart_health, chart_parts, registry
 
 NAME = "training_curves"
-TITLE = "Training curves: loss, accuracy and validation balanced accuracy per epoch"
-NEEDS = "the per-epoch histories of the checkpoints (medgrid history -> results/history.parquet)"
+TITLE = registry.BY_NAME[NAME].title
 QUANTITY = {
     "train_loss": "train loss",
     "train_acc": "train accuracy",
@@ -31,7 +31,7 @@ def _per_seed_health(df: pd.DataFrame | None) -> pd.DataFrame:
     cols = MODEL + ["degenerate"]
     if df is None:
         return pd.DataFrame(columns=cols)
-    rows = df[(df.eval_kind == charts_health.HEALTH) & (df.metric == "degenerate")]
+    rows = df[(df.eval_kind == chart_health.HEALTH) & (df.metric == "degenerate")]
     return rows.assign(degenerate=rows.value >= 0.5)[cols]
 
 
@@ -42,7 +42,7 @@ def _frame(history: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
     h["collapsed"] = h.degenerate & (h.train_data == "original").astype(bool)
     h["health_note"] = [
         "not checked (no health rows)" if not c else
-        charts_health.note(int(d), 1, t) for c, d, t in zip(checked, h.degenerate, h.train_data)]
+        chart_health.note(int(d), 1, t) for c, d, t in zip(checked, h.degenerate, h.train_data)]
     h["setting"] = [setting_label(n, e) if t == "original" else f"{DATA_LABEL[t]} (standard training)"
                     for n, e, t in zip(h.train_norm, h.train_eps, h.train_data)]
     h["setting_order"] = [NORM_ORDER.get(n, 9) * 1000 + e if t == "original" else 10000 + DATA_ORDER[t]
@@ -81,14 +81,14 @@ def _column(long, key: str, color, tips, first: bool):
         y = alt.Y("value:Q", title=QUANTITY[key], scale=alt.Scale(zero=True))
     else:
         y = alt.Y("value:Q", title=QUANTITY[key], scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"))
-    dash = alt.condition(charts_health.COLLAPSED, alt.value([5, 3]), alt.value([1, 0]))
+    dash = alt.condition(chart_health.COLLAPSED, alt.value([5, 3]), alt.value([1, 0]))
     lines = alt.Chart().mark_line(strokeWidth=1.6, opacity=0.85).encode(
         x=x, y=y, color=color, detail="line:N", strokeDash=dash, order="epoch:Q")
     points = alt.Chart().mark_point(size=18, filled=True, opacity=0.7).encode(x=x, y=y, color=color, tooltip=tips)
     selected = alt.Chart().transform_filter("datum.selected").mark_point(
         shape="diamond", size=110, filled=True, opacity=1, stroke="black", strokeWidth=0.8).encode(
         x=x, y=y, color=color, tooltip=tips)
-    hollow = charts_health.hollow_points(x, y, color, tips, size=110, shape=alt.value("diamond")).transform_filter(
+    hollow = chart_health.hollow_points(x, y, color, tips, size=110, shape=alt.value("diamond")).transform_filter(
         "datum.selected")
     chance = chart_parts.chance_layers(label=False) if key == "val_balanced_acc" else []
     layer = alt.layer(lines, points, selected, hollow, *chance, data=d).properties(width=260, height=170)
@@ -107,7 +107,7 @@ def training_curves(history: pd.DataFrame, df: pd.DataFrame | None = None):
             chart_parts.alt_tooltip("seed", "seed", kind="Q"), chart_parts.alt_tooltip("quantity", "quantity"),
             chart_parts.alt_tooltip("epoch", "epoch", kind="Q"), chart_parts.alt_tooltip("value", "value", ".4f"),
             chart_parts.alt_tooltip("epoch_eps", "training ε at the epoch's end", ".4g"),
-            chart_parts.alt_tooltip("selected", "selected epoch"), charts_health.tooltip()]
+            chart_parts.alt_tooltip("selected", "selected epoch"), chart_health.tooltip()]
     columns = [_column(long, key, color, tips, i == 0) for i, key in enumerate(QUANTITY)]
     notes = ["Diamonds: the selected epoch (best validation balanced accuracy; after the ε warm-up, if any). "
              "Dashed grey: chance."]

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from medgrid import metrics, results
+from medgrid import results
+from medgrid.evaluation import metrics
 from medgrid.labels import DATA_LABEL
 from medgrid.names import DEGENERATE_MARGIN, HEALTH_METRICS
 

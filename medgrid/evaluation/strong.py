@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from medgrid import metrics, results, seeding
+from medgrid import epsilon, results, seeding
 from medgrid.attacks.ensemble import EnsembleResult, ensemble_predictions
 from medgrid.attacks.sweep import RobustResult
-from medgrid.data import take
+from medgrid.data.loading import take
 from medgrid.errors import UserError
+from medgrid.evaluation import metrics
 
 
 @dataclass
@@ -41,12 +42,12 @@ class StrongSettings:
         out = {}
         for norm, values in self.eps.items():
             known = pgd_grid.get(norm, [])
-            missing = [v for v in values if not any(abs(v - k) <= 1e-12 for k in known)]
+            missing = [v for v in values if epsilon.find(v, known) is None]
             if missing:
-                raise UserError(f"strong evaluation at {norm} eps {', '.join(f'{v:g}' for v in missing)}: not in the "
+                raise UserError(f"strong evaluation at {norm} eps {', '.join(epsilon.text(norm, v) for v in missing)}: not in the "
                                 f"PGD attack grid ({norm}: {', '.join(f'{k:g}' for k in known) or 'none'}); the "
                                 f"APGD attacks start from PGD's outcome")
-            out[norm] = sorted(k for k in known if any(abs(v - k) <= 1e-12 for v in values))
+            out[norm] = sorted(k for k in known if epsilon.find(k, values) is not None)
         return out
 
 

@@ -1,5 +1,5 @@
 """The evaluation audit: one row per evaluated model with the outcome of each gradient-masking check
-(:mod:`medgrid.sanity`) and the gap between PGD and the worst case, as a frame and as an HTML page for
+(:mod:`medgrid.evaluation.sanity`) and the gap between PGD and the worst case, as a frame and as an HTML page for
 the report on which a failed check stands out."""
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def from_settings(settings: dict) -> pd.DataFrame:
     for h in settings.get("history", []):
         rows.append({**cell, "epoch": int(h["epoch"]), "train_loss": h["train_loss"], "train_acc": h["train_acc"],
                      "val_balanced_acc": h["val_balanced_acc"],
-                     "epoch_eps": h.get("train_eps", cell["train_eps"]),   # not recorded before warm-up existed
+                     # key "train_eps" in checkpoints before medgrid 0.2; absent before the warm-up existed
+                     "epoch_eps": h.get("epoch_eps", h.get("train_eps", cell["train_eps"])),
                      "eps_warmup_epochs": int(hp.get("eps_warmup_epochs", 0) or 0),
                      "selected": int(h["epoch"]) == int(settings.get("best_epoch", -1))})
     return pd.DataFrame(rows, columns=list(SCHEMA))

@@ -1,9 +1,10 @@
 """MedMNIST-C's corruptions through medmnistc 0.1.0: which a task has, and applying them to images.
 
-medmnistc's registry (``CORRUPTIONS_DS[flag]``) names each task's corruptions, each with five severities;
-they are calibrated for 224-px images, so :func:`corrupt` applies them at 224 px (upsampling smaller
-images first and box-resizing after). The synthetic tasks get a suite chosen from the same registry
-(SYNTHETIC_SUITE) plus ``texture_shuffled`` (a counterfactual test set, see medgrid.shift).
+medmnistc's registry (``CORRUPTIONS_DS[flag]``, copied in :data:`medgrid.catalog.MEDMNISTC`) names each
+task's corruptions, each with five severities; they are calibrated for 224-px images, so :func:`corrupt`
+applies them at 224 px (upsampling smaller images first and box-resizing after). The synthetic tasks get a
+suite chosen from the same registry (catalog.SYNTHETIC_SUITE) plus ``texture_shuffled`` (a counterfactual
+test set, see medgrid.data.shift_sets).
 See docs/shift.md.
 """
 
@@ -16,27 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from medgrid import tasks
+from medgrid import catalog
+from medgrid.catalog import SYNTHETIC_SUITE
+from medgrid.data import tasks
 from medgrid.errors import UserError
-from medgrid.names import RESAMPLE_CONTROL, SEVERITIES, SYNTHETIC_TASKS, TEXTURE_SHUFFLED, UPSAMPLING
+from medgrid.names import RESAMPLE_CONTROL, SEVERITIES, TEXTURE_SHUFFLED, UPSAMPLING
 
 CALIBRATED_SIZE = 224  # medmnistc's corruptions are designed for 224 x 224 images
 # Test sets of one level (no severities) that are not medmnistc corruptions: the synthetic tasks'
 # counterfactual, and every task's control (the clean test set through the corrupted sets' resize path).
 ONE_LEVEL = (TEXTURE_SHUFFLED, RESAMPLE_CONTROL)
 
-
-# The synthetic tasks' corruptions: name -> the MedMNIST flag whose medmnistc entry (same name, same five
-# severities) is used. Measured on the synthetic task at 28 px, corrupted at 224 (docs/shift.md): the blurs
-# and pixelation destroy the nonrobust texture progressively; brightness and contrast scale it together
-# with the robust feature (controls). Noise and JPEG applied at 224 px leave it intact at 28 px: left out.
-SYNTHETIC_SUITE = {
-    "defocus_blur": "dermamnist",  # disk radius 4..8 px at 224: texture 38% .. 0% kept
-    "gaussian_blur": "tissuemnist",  # kernel 13..25 px at 224: texture 37% .. 10% kept
-    "pixelate": "tissuemnist",  # box down to 40%..10% of 224 px: texture 69% .. 7% kept
-    "brightness_down": "pneumoniamnist",  # x0.9..0.5: everything (texture included) scaled
-    "contrast_down": "pneumoniamnist",  # contrast x0.9..0.4 around the mean: texture scaled with it
-}
 
 # Resampling (PIL). Upsampling model-size images to 224 px: nearest makes the round trip
 # (up, identity, box down) exact at 28 px (224 = 8 x 28), so only the corruption changes the image;
@@ -85,15 +76,10 @@ def baselines() -> dict:
 
 def corruption_names(task: str) -> tuple[str, ...]:
     """The test sets of a task's MedMNIST-C evaluation: its corruptions in registry order (medmnistc's for
-    MedMNIST, SYNTHETIC_SUITE + texture_shuffled for the synthetic tasks), then resample_control.
-
-    MedMNIST names come from medmnistc's baselines table, whose keys are the registry's (a test checks it),
-    so listing them needs no ImageMagick.
-    """
+    MedMNIST, catalog.SYNTHETIC_SUITE + texture_shuffled for the synthetic tasks), then resample_control
+    (:func:`medgrid.catalog.shift_sets`, checked against medmnistc's registry in tests/test_catalog.py)."""
     tasks.task_info(task)  # UserError for unknown / unsupported tasks
-    if task in SYNTHETIC_TASKS:
-        return tuple(SYNTHETIC_SUITE) + (TEXTURE_SHUFFLED, RESAMPLE_CONTROL)
-    return tuple(baselines()[task]["raw_scores"]) + (RESAMPLE_CONTROL,)
+    return catalog.shift_sets(task)
 
 
 def check_corruptions(task: str, names=None) -> list[str]:

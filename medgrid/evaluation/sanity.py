@@ -30,14 +30,15 @@ from dataclasses import dataclass
 
 import torch
 
-from medgrid import metrics, results, seeding
+from medgrid import epsilon, results, seeding
 from medgrid.attacks.pgd import perturb
 from medgrid.attacks.steps import default_alpha
-from medgrid.attacks.sweep import eps_key, robust_predictions
-from medgrid.data import take, take_float
+from medgrid.attacks.sweep import robust_predictions
+from medgrid.data.loading import take, take_float
 from medgrid.errors import UserError
+from medgrid.evaluation import metrics
+from medgrid.evaluation.strong import StrongOutcome
 from medgrid.models import eval_mode
-from medgrid.strong import StrongOutcome
 
 MEASURED = {"monotone": "monotone_max_increase", "unbounded": "unbounded_acc", "pgd_vs_worst": "pgd_minus_worst",
             "black_box": "black_box_gap", "transfer": "transfer_gap"}
@@ -104,7 +105,7 @@ def _black_box_rows(model, xs, ys, cell, worst, settings: SanitySettings, seed: 
     xq, yq = take_float(xs, slice(0, m), ys.device), ys[:m]
     attack = torchattacks.Square(model, norm={"linf": "Linf", "l2": "L2"}[worst.norm], eps=worst.eps,
                                  n_queries=settings.square_queries, n_restarts=1,
-                                 seed=seeding.derive(seed, seeding.STREAM_SANITY, 1, eps_key(worst.eps)) % 2**31)
+                                 seed=seeding.derive(seed, seeding.STREAM_SANITY, 1, epsilon.key(worst.eps)) % 2**31)
     with eval_mode(model):
         adv = attack(xq, yq)
         with torch.no_grad():
@@ -120,7 +121,7 @@ def _black_box_rows(model, xs, ys, cell, worst, settings: SanitySettings, seed: 
 def _transfer_rows(model, source, xs, ys, cell, worst, settings: SanitySettings, seed: int) -> list[dict]:
     """PGD examples made on ``source`` at the result's epsilon, evaluated on ``model``, against the worst case."""
     device = ys.device
-    gen = seeding.torch_generator(seed, seeding.STREAM_SANITY, 2, eps_key(worst.eps), device=device)
+    gen = seeding.torch_generator(seed, seeding.STREAM_SANITY, 2, epsilon.key(worst.eps), device=device)
     pred, clean = [], []
     for start in range(0, xs.shape[0], settings.batch_size):
         sl = slice(start, start + settings.batch_size)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from medgrid import charts_health as health
-from medgrid.aggregate import by_seed
-from medgrid.labels import CHANCE_COLOR, NORM_ORDER, STANDARD_COLOR, chance_level, ramp, setting_label
+from medgrid.data.tasks import chance_level
+from medgrid.labels import CHANCE_COLOR, NORM_ORDER, STANDARD_COLOR, ramp, setting_label
+from medgrid.report import chart_health as health
+from medgrid.report.aggregate import by_seed
 
 CELL_W, CELL_H = 300, 240
 LINE_LAYER_STYLE = dict(color="#9a9a9a", strokeWidth=1.2)
@@ -35,7 +36,7 @@ def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
     Adds ``lo``/``hi`` (the 95% interval, the mean itself with one seed), ``setting``,
     ``setting_order``, ``panel`` (the task, with its size when the table has several sizes),
-    ``chance`` and the training-health columns of :func:`medgrid.charts_health.add_health`.
+    ``chance`` and the training-health columns of :func:`medgrid.report.chart_health.add_health`.
     """
     rows = df[df.metric == metric]
     if rows.empty:
