@@ -34,12 +34,17 @@ SCHEMA: dict[str, str] = {
     "n": "int64",
 }
 COLUMNS = list(SCHEMA)
+# A row's model, in one definition every consumer (health, history, audit, charts, headline) uses:
+BLOCK = ["task", "size", "arch"]  # one task at one size and arch: a headline block, a chart panel
+SETTING = ["train_norm", "train_eps"]  # how the grid trained it: a row of the headline table
+CELL = BLOCK + SETTING + ["seed", "train_data"]  # one trained model (a grid cell, or one on an Ilyas dataset)
+MODEL = [c for c in CELL if c != "seed"]  # a model over its seeds
 # the columns that identify a measurement; (KEY, value) is unique in a valid table
 KEY = [c for c in COLUMNS if c not in ("value", "n")]
 
 
 def cell_columns(settings: Mapping) -> dict:
-    """The grid coordinates of a checkpoint's settings, as table columns."""
+    """The :data:`CELL` columns of a checkpoint's settings."""
     return {
         "task": settings["task"],
         "size": int(settings["size"]),

@@ -23,7 +23,7 @@ from medgrid.labels import DATA_LABEL
 from medgrid.names import DEGENERATE_MARGIN, HEALTH_METRICS
 
 HEALTH = "health"  # the eval_kind of the rows written here
-CELL = ["task", "size", "arch", "train_norm", "train_eps", "seed", "train_data"]  # a model's columns
+CELL = results.CELL
 
 
 @dataclass(frozen=True)

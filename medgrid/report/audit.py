@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from medgrid import results
 from medgrid.atomic import atomic_output
 from medgrid.labels import DATA_LABEL, NORM_ORDER, setting_label
 from medgrid.names import SANITY_CHECKS as CHECKS
 
-CELL = ["task", "size", "arch", "train_norm", "train_eps", "train_data", "seed"]
+CELL = results.CELL
 CHECK_TITLES = {
     "monotone": "accuracy falls with ε",
     "unbounded": "unbounded attack → 0",

@@ -14,11 +14,12 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from medgrid import results
 from medgrid.labels import DATA_LABEL
 from medgrid.names import DEGENERATE_MARGIN
 
 HEALTH = "health"
-MODEL = ["task", "size", "arch", "train_norm", "train_eps", "train_data"]  # a model, over its seeds
+MODEL = results.MODEL  # a model, over its seeds
 COLUMNS = ["degenerate", "collapsed", "degenerate_seeds", "health_note"]
 COLLAPSED = "datum.collapsed"  # Vega expression: the mark belongs to a broken model
 HOLLOW_FILL = "white"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from medgrid import results
 from medgrid.data.tasks import chance_level
 from medgrid.labels import DATA_LABEL, DATA_ORDER, NORM_ORDER, OKABE_ITO, setting_label
 from medgrid.report import chart_health, chart_parts, registry
@@ -22,7 +23,7 @@ QUANTITY = {
     "train_acc": "train accuracy",
     "val_balanced_acc": "validation balanced accuracy",
 }
-MODEL = ["task", "size", "arch", "train_norm", "train_eps", "train_data", "seed"]
+MODEL = results.CELL
 DATA_COLORS = {"drand": OKABE_ITO[1], "ddet": OKABE_ITO[2], "drobust": OKABE_ITO[3]}
 
 

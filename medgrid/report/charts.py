@@ -53,8 +53,7 @@ def tradeoff(s: pd.DataFrame, metric: str):
     if s.empty:
         return None
     name = METRICS[metric]
-    key = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "setting", "setting_order",
-           *health.COLUMNS]
+    key = ["panel", *results.MODEL, "setting", "setting_order", *health.COLUMNS]
     base = s[s.train_data == "original"]
     cols = key + ["mean", "lo", "hi", "n_seeds"]
     clean = base[base.eval_kind == "clean"][cols]
@@ -137,8 +136,7 @@ def _line_panels(d, x, y, color, tips, detail, base, title: str, dashed: pd.Data
     return layer.facet(row=alt.Row("panel:N", header=header())).properties(title=alt.Title(title, fontSize=13))
 
 
-ROBUST_KEY = ["panel", "task", "size", "arch", "train_norm", "train_eps", "train_data", "eval_norm", "eval_eps",
-              "metric"]
+ROBUST_KEY = ["panel", *results.MODEL, "eval_norm", "eval_eps", "metric"]
 
 
 def robust_view(rows: pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +157,7 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
     if attacked.empty:
         return None
     clean = base[base.eval_kind == "clean"]
-    cell = ["task", "size", "arch", "train_norm", "train_eps"]
+    cell = results.BLOCK + results.SETTING
     domain, colors = setting_scale(base)
     color = alt.Color("setting:N", title="training", scale=alt.Scale(domain=domain, range=colors))
     columns = []

@@ -27,8 +27,8 @@ from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, attack_name, setti
 from medgrid.names import CORRUPTION_MEAN, HEADLINE_COLUMNS, HEALTH_METRIC, WHITE_BOX_KINDS
 from medgrid.report.aggregate import by_seed
 
-CELL = ["task", "size", "arch", "train_norm", "train_eps"]
-BLOCK = ["task", "size", "arch"]
+BLOCK = results.BLOCK
+CELL = results.BLOCK + results.SETTING  # one row of a block
 SCALE, DIGITS = 100.0, 1  # shown in percent with one decimal (BE and rBE: AlexNet = 100)
 ACC = "balanced_acc"
 NOT_COMPARABLE = "_not_comparable"  # suffix of BE / rBE measured at a size other than 224 px
@@ -111,7 +111,7 @@ def _on_source_row(models: pd.DataFrame, made: pd.DataFrame) -> pd.DataFrame:
     if sources.empty:
         return models
     standard = models.train_norm == "none"
-    moved = models[standard].drop(columns=["train_norm", "train_eps"]).merge(sources, on=BLOCK)
+    moved = models[standard].drop(columns=results.SETTING).merge(sources, on=BLOCK)
     kept = models[~standard | ~models.set_index(BLOCK).index.isin(sources.set_index(BLOCK).index)]
     return pd.concat([moved, kept], ignore_index=True)[models.columns]
 

@@ -16,7 +16,7 @@ from medgrid import checkpoint, results
 from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
 
-CELL = ["task", "size", "arch", "train_norm", "train_eps", "seed", "train_data"]
+CELL = results.CELL
 # column -> pandas dtype, in the order the table is written
 SCHEMA: dict[str, str] = {
     **{c: results.SCHEMA[c] for c in CELL},
