@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-from medgrid.atomic import atomic_output
+from medgrid.atomic import atomic_outputs
 from medgrid.errors import UserError
 from medgrid.names import EVAL_KINDS, NO_CORRUPTION, NO_NORM, TRAIN_DATA, TRAIN_NORMS
 
@@ -117,19 +117,35 @@ def from_rows(rows: Iterable[Mapping], source: str = "table") -> pd.DataFrame:
     return validate(pd.DataFrame(list(rows), columns=COLUMNS), source)
 
 
-def write_table(df: pd.DataFrame, path, csv: bool = False) -> pd.DataFrame:
-    """Validate and write ``df`` as Parquet (and CSV beside it when asked), atomically."""
+def table_paths(path, csv: bool = False) -> list[Path]:
+    """The files :func:`write_table` writes: the Parquet table, and the CSV beside it when asked."""
     path = Path(path)
+    if csv and path.suffix == ".csv":
+        raise UserError(f"--out {path} with --csv: the CSV beside the table would be the table itself; name the "
+                        f"table .parquet")
+    return [path, path.with_suffix(".csv")] if csv else [path]
+
+
+def save(df: pd.DataFrame, target, fmt: str) -> None:
+    """Write an already validated table to ``target`` (a temp file being staged) as ``fmt`` (parquet or csv)."""
+    if fmt == "csv":
+        df.to_csv(target, index=False)
+    else:
+        df.to_parquet(target, index=False)
+
+
+def table_format(path) -> str:
+    """A table file's format by its name, as :func:`read_frame` reads it: .csv is CSV, anything else Parquet."""
+    return "csv" if Path(path).suffix == ".csv" else "parquet"
+
+
+def write_table(df: pd.DataFrame, path, csv: bool = False) -> pd.DataFrame:
+    """Validate and write ``df`` as Parquet (and CSV beside it when asked), both or neither."""
+    paths = table_paths(path, csv)
     df = validate(df, str(path))
-    targets = [(path, "parquet")]
-    if csv:
-        targets.append((path.with_suffix(".csv"), "csv"))
-    for target, fmt in targets:
-        with atomic_output(target) as tmp:
-            if fmt == "parquet":
-                df.to_parquet(tmp, index=False)
-            else:
-                df.to_csv(tmp, index=False)
+    with atomic_outputs(*paths) as temps:
+        for tmp, target in zip(temps, paths):
+            save(df, tmp, table_format(target))
     return df
 
 
@@ -138,6 +154,8 @@ def read_frame(path, what: str = "results table") -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise UserError(f"missing {what} {path}")
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; name the table's file")
     try:
         return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file

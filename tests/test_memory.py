@@ -318,19 +318,24 @@ def test_workflow_memory_requests_grow_with_the_images(tmp_path):
     assert "--data-on host" in shell["train", path224] and "--data-on host" in shell["evaluate", ev]
 
 
-def test_commands_fix_the_mmap_threshold(monkeypatch):
-    """glibc's dynamic mmap threshold grew evaluate's heap by 2.4 bytes per byte of 224-px images; every
-    command fixes it (medgrid.heap) unless the user set MALLOC_MMAP_THRESHOLD_ themselves."""
+def test_the_mmap_threshold_is_fixed_for_large_images_only(monkeypatch, tmp_path):
+    """glibc's dynamic mmap threshold grew evaluate's heap by 2.4 bytes per byte of 224-px images, and a fixed
+    1 MiB one taxes every 28-px batch: loading images of 128 px or more fixes it (medgrid.heap), smaller ones
+    keep glibc's, and a user's MALLOC_MMAP_THRESHOLD_ wins."""
     import platform
 
-    from medgrid import cli, heap
+    from medgrid import heap
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     calls = []
     monkeypatch.setattr(heap, "fix_mmap_threshold", lambda: calls.append(1) or True)
-    assert cli.main(["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none",
-                     "--lr", "-1", "--data", "nowhere.npz", "--out", "never-written.pt"]) == 2  # fails in the command, after the set-up
+    for size in (28, 64):
+        path = prepare.prepare("synthetic", size, tmp_path / f"s{size}.npz", n_train=4, n_val=4, n_test=4)
+        loading.load("synthetic", size, path)
+    assert calls == []
+    path = prepare.prepare("synthetic", 128, tmp_path / "s128.npz", n_train=4, n_val=4, n_test=4)
+    loading.load("synthetic", 128, path, splits=("test",))
     assert calls == [1]
     monkeypatch.undo()
     assert heap.fix_mmap_threshold() is True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from medgrid import __version__, heap
+from medgrid import __version__
 from medgrid.cli.base import Parser
 from medgrid.errors import UserError
 
@@ -66,7 +66,6 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(argv).parse_args(argv)
-        heap.fix_mmap_threshold()  # before the command allocates: memory bounded by the data (medgrid/heap.py)
         args.run(args)
     except UserError as exc:
         print(f"medgrid: error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medgrid.errors import UserError
 from medgrid.names import DATA_ON, DEVICES
+from medgrid.ranges import arg
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,7 +21,7 @@ class Parser(argparse.ArgumentParser):
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     """--threads and --device."""
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=arg("threads"), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when torch sees a GPU")
 
 
@@ -56,17 +57,22 @@ def pick_device(name: str) -> str:
 
 
 def check_writable(*paths: Path | None) -> None:
-    """Fail before hours of work if an output cannot be written (None: no such output)."""
-    for path in paths:
-        if path is None:
-            continue
-        parent = Path(path).parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create output folder {parent}: {exc.strerror}") from None
-        if not os.access(parent, os.W_OK):
-            raise UserError(f"output folder {parent} is not writable")
+    """Fail before hours of work if an output cannot be written: it is an existing folder, two outputs are one
+    file, or its folder cannot be made (a file in the way) or written to (None: no such output). Creates
+    nothing: the outputs' folders are made when they are written."""
+    given = [Path(p) for p in paths if p is not None]
+    if len(set(given)) != len(given):
+        raise UserError(f"two outputs are the same file: {', '.join(map(str, given))}")
+    for path in given:
+        if path.is_dir():
+            raise UserError(f"output {path} is an existing folder; name a file")
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"cannot create output folder {path.parent}: {ancestor} is a file")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UserError(f"output folder {ancestor} is not writable")
 
 
 def at_least(value: int, minimum: int, option: str) -> int:

@@ -17,6 +17,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid.report import render
+    from medgrid.cli.base import check_writable
+    from medgrid.errors import UserError
+    from medgrid.report import registry
 
+    try:
+        from medgrid.report import render
+    except ModuleNotFoundError as exc:  # altair and vl-convert come with the report extra
+        raise UserError(f"the charts need {exc.name}: pip install 'medgrid[report]' (or use envs/report.yaml)") from None
+
+    files = [name for chart in registry.CHARTS for name in registry.files(chart).values()]
+    check_writable(*(args.out_dir / name for name in files + [registry.TABLE, registry.AUDIT]))
     render.make_charts(args.summary, args.out_dir, metric=args.metric, history=args.history)

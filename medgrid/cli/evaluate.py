@@ -69,7 +69,9 @@ def run(args) -> None:
     if args.no_clean and not grid and not args.shift_sets:
         raise UserError("nothing to evaluate: --no-clean without --attack-norm/--attack-eps or --shift-sets")
     strong, sanity = _strong_settings(args), _sanity_settings(args)
-    check_writable(args.out)
+    from medgrid.results import table_paths
+
+    check_writable(*table_paths(args.out, args.csv))
     set_threads(args.threads)
     device = pick_device(args.device)
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
+from medgrid.cli.base import (
+    add_data_options,
+    at_least,
+    check_writable,
+    pick_device,
+    set_threads,
+)
 from medgrid.errors import UserError
 from medgrid.names import ATTACK_NORMS, NONROBUST_MODES, RAND_TARGETS, ROBUST_INITS
 
@@ -91,9 +97,21 @@ def _load_source(args, *, want_robust: bool):
     return model, settings, ds, seed
 
 
-def run_nonrobust(args) -> None:
-    from medgrid import epsilon, results
+def _write(out, arrays, table, table_path) -> None:
+    """The dataset's npz and its table, both or neither (staged, then renamed)."""
+    from medgrid import results
+    from medgrid.atomic import atomic_outputs
     from medgrid.data import npz
+
+    paths = [out] + ([table_path] if table is not None else [])
+    with atomic_outputs(*paths) as temps:
+        npz.write_npz_to(temps[0], arrays)
+        if table is not None:
+            results.save(results.validate(table, str(table_path)), temps[1], results.table_format(table_path))
+
+
+def run_nonrobust(args) -> None:
+    from medgrid import epsilon
     from medgrid.features import dataset, nonrobust
 
     eps = epsilon.parse(args.eps)
@@ -110,8 +128,7 @@ def run_nonrobust(args) -> None:
     moved = t != ds.train.labels
     table = nonrobust.attack_success_table(settings, mode=args.mode, norm=args.norm, eps=eps, success=success,
                                           moved=moved)
-    npz.write_npz(args.out, dataset.npz_arrays(ds, images, t))
-    results.write_table(table, args.table)
+    _write(args.out, dataset.npz_arrays(ds, images, t), table, args.table)
     rate = {k: v[moved].float().mean().item() if moved.any() else float("nan") for k, v in success.items()}
     print(f"wrote {args.out} ({len(t)} images, D_{args.mode}, {args.norm} eps {eps:g}, {args.steps} steps; "
           f"attack success on the {int(moved.sum())} images with a new label: {rate['rounded']:.4f} as written "
@@ -120,8 +137,6 @@ def run_nonrobust(args) -> None:
 
 
 def run_robust(args) -> None:
-    from medgrid import results
-    from medgrid.data import npz
     from medgrid.features import dataset, robust
 
     at_least(args.steps, 1, "--steps")
@@ -130,9 +145,8 @@ def run_robust(args) -> None:
     model, settings, ds, seed = _load_source(args, want_robust=True)
     images, labels, stats = robust.robust(model, ds.train, steps=args.steps, step_size=step_size, init=args.init,
                                             seed=seed, batch_size=args.batch_size)
-    npz.write_npz(args.out, dataset.npz_arrays(ds, images, labels))
-    if args.table is not None:
-        results.write_table(robust.robust_table(settings, stats, len(labels)), args.table)
+    table = robust.robust_table(settings, stats, len(labels)) if args.table is not None else None
+    _write(args.out, dataset.npz_arrays(ds, images, labels), table, args.table)
     print(f"wrote {args.out} ({len(labels)} images, D_R, {args.steps} steps of {step_size:g}, init "
           f"{args.init}; source model acc {stats['source_acc']:.4f}, representation distance "
           f"{stats['rep_rel_dist']:.4f} of its norm)")

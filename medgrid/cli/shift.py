@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medgrid.cli.base import at_least, set_threads
+from medgrid.cli.base import at_least, check_writable, set_threads
 from medgrid.errors import UserError
 from medgrid.names import CORRUPT_AT, SEVERITIES, SHIFT_SOURCES, UPSAMPLING
+from medgrid.ranges import arg
 
 
 def add_arguments(p) -> None:
@@ -33,11 +34,11 @@ def add_arguments(p) -> None:
                    help="--source download: MedMNIST-C's {task}.zip (`medgrid shift fetch` downloads it)")
     q.add_argument("--upsample", choices=UPSAMPLING, default="nearest",
                    help="resampling up to 224 px with --corrupt-at model_size (nearest: exact round trip at 28 px)")
-    q.add_argument("--corruption-seed", type=int, default=0,
+    q.add_argument("--corruption-seed", type=arg("corruption_seed"), default=0,
                    help="medmnistc's seed (seed_everything), as its DatasetManager")
-    q.add_argument("--data-seed", type=int, default=0,
+    q.add_argument("--data-seed", type=arg("data_seed"), default=0,
                    help="seed the synthetic task was generated with (for texture_shuffled)")
-    q.add_argument("--threads", type=int, default=1,
+    q.add_argument("--threads", type=arg("threads"), default=1,
                    help="torch CPU threads (default 1: one image at a time; run corruptions as parallel jobs)")
     q.set_defaults(run=run_prepare)
 
@@ -52,9 +53,9 @@ def add_arguments(p) -> None:
     q.add_argument("--data", type=Path, required=True, metavar="FILE", help="the task's npz at --size")
     q.add_argument("--corruption", required=True)
     q.add_argument("--severity", action="append", default=None, help="1..5 (repeat; default all five)")
-    q.add_argument("--n", type=int, default=8, help="number of test images (columns)")
+    q.add_argument("--n", type=arg("n"), default=8, help="number of test images (columns)")
     q.add_argument("--upsample", choices=UPSAMPLING, default="nearest")
-    q.add_argument("--corruption-seed", type=int, default=0, help="medmnistc's seed")
+    q.add_argument("--corruption-seed", type=arg("corruption_seed"), default=0, help="medmnistc's seed")
     q.add_argument("--out", type=Path, required=True, help="PNG file")
     q.set_defaults(run=run_preview)
 
@@ -65,6 +66,7 @@ def run_prepare(args) -> None:
     if args.out.name != f"{args.corruption}.npz":
         raise UserError(f"--out {args.out}: name the file {args.corruption}.npz (evaluate --shift-sets takes a set's "
                         f"corruption from its file name)")
+    check_writable(args.out)
     set_threads(at_least(args.threads, 1, "--threads"))  # torchvision's gaussian_blur runs on torch threads
     path = shift_sets.prepare(args.task, args.size, args.data, args.out, corruption=args.corruption,
                               source=args.source, corrupt_at=args.corrupt_at, corruption_seed=args.corruption_seed,
@@ -76,6 +78,7 @@ def run_prepare(args) -> None:
 def run_fetch(args) -> None:
     from medgrid.data import shift_sets
 
+    check_writable(args.out)
     print(shift_sets.fetch(args.task, args.out))
 
 
@@ -83,6 +86,7 @@ def run_preview(args) -> None:
     from medgrid.data import shift_sets
 
     severities = args.severity or SEVERITIES
+    check_writable(args.out)
     shift_sets.preview(args.task, args.size, args.data, args.corruption, args.out, severities=severities, n=args.n,
                        seed=args.corruption_seed, upsample=args.upsample)
     print(f"wrote {args.out}: rows clean, severity {', '.join(map(str, severities))}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medgrid.cli.base import at_least
+from medgrid.cli.base import at_least, check_writable
 from medgrid.errors import UserError
 from medgrid.names import ATTACK_NORMS, HEADLINE_COLUMNS
+from medgrid.ranges import arg
 
 # the paper grid's headline epsilons (config headline.eps has the same defaults)
 DEFAULT_EPS = {"linf": "2/255", "l2": "0.5"}
@@ -23,7 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--columns", default=",".join(HEADLINE_COLUMNS), metavar="A,B,...",
                    help=f"columns in this order, from {', '.join(HEADLINE_COLUMNS)} (default: all; columns "
                         "without rows are left out)")
-    p.add_argument("--pgd-steps", type=int, default=None,
+    p.add_argument("--pgd-steps", type=arg("pgd_steps"), default=None,
                    help="PGD steps of the evaluation (config evaluate.attack_steps), named in the robust headers")
 
 
@@ -39,5 +40,8 @@ def run(args) -> None:
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]
     if len(set(columns)) != len(columns):
         raise UserError(f"--columns lists a column twice: {args.columns}")
+    if not columns:
+        raise UserError(f"--columns {args.columns!r} names no column; valid: {', '.join(HEADLINE_COLUMNS)}")
     steps = None if args.pgd_steps is None else at_least(args.pgd_steps, 1, "--pgd-steps")
+    check_writable(*(args.out_dir / name for name in headline_write.FILES.values()))
     headline_write.make_headline(args.summary, args.out_dir, eps=eps, columns=columns, pgd_steps=steps)

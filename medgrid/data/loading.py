@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from medgrid import heap
 from medgrid.data import npz as npzfile
 from medgrid.data import placement, tasks
 from medgrid.data.tasks import TaskInfo
@@ -84,6 +85,7 @@ def load(task: str, size: int, npz, *, device="cpu", n_classes: int | None = Non
             npzfile.check_images(name, f"{split}_images", dtype, shape, info, size)
             labels[split] = npzfile.check_labels(name, f"{split}_labels", z[f"{split}_labels"], shape[0], info)
             shapes[split] = shape
+        heap.configure(size)  # before the images are allocated (medgrid/heap.py)
         wanted = [s for s in SPLITS if s in splits]
         nbytes = sum(int(np.prod(shapes[s], dtype=np.int64)) for s in wanted)
         where = placement.choose(nbytes, device, data_on)
@@ -130,6 +132,7 @@ def load_test(path: Path, labels: np.ndarray, shape: tuple, device, data_on: str
     """The test split of a test-only npz (e.g. a MedMNIST-C set) whose labels and image shape were already read
     and checked (``npz.read_test_labels``): images read once, straight into place as :func:`load` does."""
     where = placement.choose(int(np.prod(shape, dtype=np.int64)), device, data_on)
+    heap.configure(shape[1])
     try:
         with zipfile.ZipFile(path) as zf:
             images = read_images(zf, "test_images", shape, device, where)

@@ -34,7 +34,15 @@ def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
     to respect; ``load`` checks it.
     """
     path = Path(path)
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp:
+        write_npz_to(tmp, arrays)
+    return path
+
+
+def write_npz_to(target, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as a compressed, byte-reproducible npz to ``target`` directly (a temp file the caller
+    renames: :func:`write_npz`, or several outputs staged together with medgrid.atomic.atomic_outputs)."""
+    with open(target, "wb") as fh:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             for key in sorted(arrays):
                 arr = np.asarray(arrays[key])  # a strided view (e.g. NCHW seen as NHWC) is written without a copy
@@ -49,7 +57,6 @@ def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
                     np.lib.format.write_array(entry, arr, allow_pickle=False)
         fh.flush()
         os.fsync(fh.fileno())
-    return path
 
 
 def copy_atomic(src: Path, dst: Path) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats
 
 from medgrid import results
-from medgrid.atomic import atomic_output
+from medgrid.atomic import atomic_outputs
 from medgrid.errors import UserError
 
 # a seed-aggregated row is identified by the measurement key without the seed
@@ -26,6 +26,12 @@ def by_seed(df: pd.DataFrame) -> pd.DataFrame:
     out["ci95_t_low"] = out["mean"] - half
     out["ci95_t_high"] = out["mean"] + half
     return out
+
+
+def output_paths(out) -> list[Path]:
+    """The files :func:`aggregate` writes: the summary (Parquet), its CSV and its by-seed view."""
+    out = Path(out)
+    return [out, out.with_suffix(".csv"), out.with_name(out.stem + "_by_seed.parquet")]
 
 
 def aggregate(tables, out, expected: int | None = None) -> pd.DataFrame:
@@ -47,10 +53,14 @@ def aggregate(tables, out, expected: int | None = None) -> pd.DataFrame:
     if dup.any():
         sources = sorted(set(df.loc[dup, "_source"]))
         raise UserError(f"duplicate measurements across cell tables: {', '.join(sources)}")
-    df = results.write_table(df.drop(columns="_source"), out, csv=True)
+    df = results.validate(df.drop(columns="_source"), str(out))
     seeds = by_seed(df)
-    by_seed_path = Path(out).with_name(Path(out).stem + "_by_seed.parquet")
-    with atomic_output(by_seed_path) as tmp:
-        seeds.to_parquet(tmp, index=False)
+    summary_path, csv_path, by_seed_path = output_paths(out)
+    if results.table_format(summary_path) == "csv":
+        raise UserError(f"--out {summary_path}: the summary is Parquet (its CSV is written beside it)")
+    with atomic_outputs(summary_path, csv_path, by_seed_path) as (summary_tmp, csv_tmp, seeds_tmp):
+        results.save(df, summary_tmp, "parquet")
+        results.save(df, csv_tmp, "csv")
+        seeds.to_parquet(seeds_tmp, index=False)
     print(f"wrote {out} ({len(df)} rows from {len(tables)} tables) and {by_seed_path} ({len(seeds)} rows)")
     return df

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from medgrid import results
-from medgrid.atomic import atomic_output
+from medgrid.atomic import atomic_outputs
 from medgrid.errors import UserError
 from medgrid.names import HEADLINE_COLUMNS
 from medgrid.report import headline
@@ -23,16 +23,9 @@ from medgrid.report.headline import Block, Cell
 FILES = {"csv": "headline.csv", "tex": "headline.tex", "html": "headline.html"}
 
 
-def _write_text(path: Path, text: str) -> Path:
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-    return path
-
-
 def write_csv(frame: pd.DataFrame, path) -> Path:
     """The tidy headline frame (fractions, as the summary holds them; ``text`` is the cell as shown)."""
-    with atomic_output(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    frame.to_csv(path, index=False)
     return Path(path)
 
 
@@ -179,9 +172,11 @@ def make_headline(summary, out_dir, *, eps: dict[str, float], columns=HEADLINE_C
     blocks = headline.blocks(frame, eps=eps, pgd_steps=pgd_steps, columns=columns)
     out_dir = Path(out_dir)
     paths = {fmt: out_dir / name for fmt, name in FILES.items()}
-    write_csv(frame, paths["csv"])
-    _write_text(paths["tex"], to_latex(blocks, str(summary)))
-    _write_text(paths["html"], to_html(blocks, str(summary)))
+    with atomic_outputs(*paths.values()) as temps:  # the three files, all or none
+        tmp = dict(zip(paths, temps))
+        write_csv(frame, tmp["csv"])
+        tmp["tex"].write_text(to_latex(blocks, str(summary)), encoding="utf-8")
+        tmp["html"].write_text(to_html(blocks, str(summary)), encoding="utf-8")
     print(to_markdown(blocks))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return paths

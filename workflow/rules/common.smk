@@ -13,13 +13,23 @@ import re
 import sys
 
 sys.path.insert(0, workflow.basedir)  # this repository's medgrid, installed or not
+import yaml
 from medgrid import catalog, epsilon, names
+from medgrid.config import unknown_keys, warmup_errors
 from medgrid.errors import UserError
 from medgrid.report import registry
 
 from snakemake.utils import validate
 
+# a misspelled key named with the closest valid one (the schema's own message dumps the whole config)
+with open(f"{workflow.basedir}/workflow/schemas/config.schema.yaml") as _schema:
+    _mistakes = unknown_keys(config, yaml.safe_load(_schema))
+if _mistakes:
+    raise ValueError("\n".join(_mistakes))
 validate(config, schema="../schemas/config.schema.yaml")
+_mistakes = warmup_errors(config["hparams"])
+if _mistakes:
+    raise ValueError("\n".join(_mistakes))
 
 
 DATA_DIR = "resources/data"
