@@ -15,7 +15,10 @@ def test_split_table_equals_medmnist_and_the_synthetic_defaults():
         info = medmnist.INFO[task]
         n = info["n_samples"]
         assert catalog.SPLIT_IMAGES[task] == (n["train"], n["val"], n["test"], info["n_channels"]), task
-    d = synthetic.DEFAULTS
+    import inspect
+
+    d = {k: v.default for k, v in inspect.signature(synthetic.generate).parameters.items()}
+    assert {k: d[k] for k in catalog.SYNTHETIC_DEFAULTS} == catalog.SYNTHETIC_DEFAULTS
     for task in names.SYNTHETIC_TASKS:
         assert catalog.SPLIT_IMAGES[task] == (d["n_train"], d["n_val"], d["n_test"], synthetic.n_channels(task))
         assert catalog.channels(task) == tasks.task_info(task).n_channels
