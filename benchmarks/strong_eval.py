@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, required=True, help="folder of the tasks' npz files (resources/data)")
     ap.add_argument("--config", type=Path, default=None, help="merged over config/config.yaml (e.g. config/demo.yaml)")
     ap.add_argument("--samples", type=int, default=None, help="test images (default: evaluate.strong.samples)")
+    ap.add_argument("--square-queries", type=int, default=None, help="Square stage budget (default: evaluate.strong."
+                                                                     "square_queries)")
     ap.add_argument("--noise-floor", action="store_true", help="also the full schedule with another seed")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's evaluate jobs use 1)")
     ap.add_argument("--batch-size", type=int, default=500)
@@ -115,8 +117,8 @@ def main() -> None:
         pgd = {n: robust_predictions(model, x, y, norm=n, eps_list=e, steps=ev["attack_steps"], seed=seed,
                                      batch_size=args.batch_size) for n, e in grid.items()}
         run, _ = stages.resolve(st.get("attacks"), ds.info.n_classes, targets=st.get("apgd_targets", 9))
-        budgets = {name: ensemble.Budget(st.get("iterations", 100), st.get("square_queries", 5000), name)
-                   for name in ("full", "adaptive")}
+        queries = args.square_queries or st.get("square_queries", 5000)
+        budgets = {name: ensemble.Budget(st.get("iterations", 100), queries, name) for name in ("full", "adaptive")}
         found, wall = {}, {}
         for name in ("full", "adaptive"):
             found[name], wall[name] = run_schedule(model, x, y, pgd, run, budgets[name], seed, args.batch_size)
@@ -144,7 +146,8 @@ def main() -> None:
               f"criterion {'met' if rows[-1 - args.noise_floor]['meets'] else 'NOT met'}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"commit": commit, "config": str(args.config), "threads": args.threads,
-                                     "samples": samples, "grid": grid, "tolerance": TOLERANCE, "rows": rows},
+                                     "samples": samples, "square_queries": args.square_queries, "grid": grid,
+                                     "tolerance": TOLERANCE, "rows": rows},
                                     indent=1))
     print(f"wrote {args.json}")
 

@@ -8,8 +8,9 @@ every PGD iterate, :func:`medgrid.attacks.sweep.robust_predictions`), then every
 still unbroken. So, as AutoAttack reports them, the accuracies are cumulative: a stage's ``broken`` holds
 the samples PGD or any stage up to it broke; the last white-box stage's is the white-box worst case.
 
-Schedules: ``full`` runs every stage's whole budget on every sample it attacks (AutoAttack's); ``adaptive``
-runs the same stages from the same starts with a per-sample early stop (:mod:`medgrid.attacks.adaptive`).
+Schedules (:mod:`medgrid.attacks.adaptive`): ``full`` runs every stage's whole budget on every sample it
+attacks (AutoAttack's); ``adaptive`` runs the same stages from the same starts at a quarter of each run's
+budget, with a per-sample early stop.
 Costs are counted per stage: forward+backward passes (``grad_evals``) of the gradient stages, forward
 passes (``queries``) of Square.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from medgrid import epsilon, seeding
-from medgrid.attacks.adaptive import StopRule
+from medgrid.attacks.adaptive import SCHEDULES, Schedule
 from medgrid.attacks.apgd import run_apgd
 from medgrid.attacks.pgd import Outcome
 from medgrid.attacks.square import run_square
@@ -30,9 +31,6 @@ from medgrid.attacks.steps import check_norm
 from medgrid.attacks.sweep import RobustResult
 from medgrid.data.loading import take_float
 from medgrid.models import eval_mode
-
-SCHEDULES = {"full": None, "adaptive": StopRule()}  # the stop rule of each schedule (full: none)
-
 
 @dataclass
 class Budget:
@@ -78,7 +76,7 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
     choice), one run each, on the samples the previous targets left unbroken.
     """
     budget = budget or Budget()
-    stop = SCHEDULES[budget.schedule]
+    schedule = SCHEDULES[budget.schedule]
     pgd = sorted(pgd, key=lambda r: r.eps)
     norms = {r.norm for r in pgd}
     if len(norms) != 1:
@@ -104,7 +102,7 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
                 key = (batch, epsilon.key(r.eps))
                 for stage in stages:
                     cost[(r.eps, stage.kind)] += _run_stage(model, xb, outcome, stage, ranked, norm, r.eps, budget,
-                                                            stop, seed, key)
+                                                            schedule, seed, key)
                     pred[(r.eps, stage.kind)][sl], broken[(r.eps, stage.kind)][sl] = outcome.snapshot()
     out = []
     for r in pgd:
@@ -116,19 +114,21 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
 
 
 def _run_stage(model, xb, outcome: Outcome, stage: Stage, ranked, norm: str, eps: float, budget: Budget,
-               stop: StopRule | None, seed: int, key: tuple[int, int]) -> int:
+               schedule: Schedule, seed: int, key: tuple[int, int]) -> int:
     """One stage on the unbroken samples of a batch at one epsilon; its cost."""
+    stop = schedule.stop
     if stage.optimiser == "square":
         gen = seeding.torch_generator(seed, seeding.STREAM_SQUARE, *key, device=xb.device)
-        return run_square(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, queries=budget.queries,
-                          generator=gen, stop=stop)
+        return run_square(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps,
+                          queries=schedule.budget(budget.queries), generator=gen, stop=stop)
+    iterations = schedule.budget(budget.iterations)
     if not stage.targets:
         gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, 0, device=xb.device)
-        return run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=budget.iterations,
+        return run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=iterations,
                         loss="ce", generator=gen, stop=stop)
     spent = 0
     for rank in range(1, stage.targets + 1):
         gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, rank, device=xb.device)
-        spent += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=budget.iterations,
+        spent += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=iterations,
                           loss="dlr-targeted", target=ranked[:, rank], generator=gen, stop=stop)
     return spent
