@@ -37,8 +37,8 @@ with one seed of three; both together cost 17% (standard) and 7% (robust) with t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -32,6 +32,7 @@ from medgrid.attacks.sweep import RobustResult
 from medgrid.data.loading import take_float
 from medgrid.models import eval_mode
 
+
 @dataclass
 class Budget:
     """What each stage may spend per sample: APGD ``iterations`` per run, Square ``queries``, and the

@@ -78,14 +78,14 @@ def _run(model, x, idx, outcome, norm, eps, budget, generator, stop) -> int:
     for i in range(budget):
         keep = ~outcome.broken[idx]
         if i in checks:
-            keep &= ~stop.stop(lambda k: history[k, idx], i, budget)
+            keep &= ~stop.stop(lambda k, rows=idx: history[k, rows], i, budget)
         if not keep.all():
             idx, x0, y0, best, loss = idx[keep], x0[keep], y0[keep], best[keep], loss[keep]
         if idx.numel() == 0:
             break
         p = p_selection(i, budget)
         if norm == "linf":
-            s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
+            s = min(max(round(math.sqrt(p * h * w)), 1), h, w)
             vh, vw = _randint(h - s, generator, device), _randint(w - s, generator, device)
             signs = _signs((n, c, 1, 1), generator, device)[idx]
             candidate = best.clone()
@@ -145,8 +145,8 @@ def _l2_start(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
 def _l2_candidate(x0, best, eps, p, signs, generator) -> torch.Tensor:
     """One L2 proposal: the window at (vh, vw) gets a fresh +-eta pattern plus its old content, rescaled so
     that the mass of both windows (the second one is emptied) and the budget left are spent there."""
-    (m, c, h, w), device = x0.shape, x0.device
-    s = max(int(round(math.sqrt(p * h * w))), 3)
+    (_, c, h, w), device = x0.shape, x0.device
+    s = max(round(math.sqrt(p * h * w)), 3)
     s = min(s + (s % 2 == 0), h, w)
     vh, vw = _randint(h - s, generator, device), _randint(w - s, generator, device)
     vh2, vw2 = _randint(h - s, generator, device), _randint(w - s, generator, device)
