@@ -34,8 +34,8 @@ def attack_label(norm: str, eps: float) -> str:
 
 
 def robust_label(kind: str, norm: str, eps: float) -> str:
-    """'worst case L∞ 2/255' for the worst case over the white-box attacks, 'PGD L∞ 2/255', 'APGD-CE L∞ 2/255'..."""
-    name = "worst case" if kind == "worst" else ATTACK_NAME.get(kind, kind)
+    """'worst case L∞ 2/255' for the worst case over every attack run, 'PGD L∞ 2/255', 'APGD-CE L∞ 2/255'..."""
+    name = ATTACK_NAME.get(kind, kind)
     return f"{name} {NORM_NAME.get(norm, norm)} {epsilon.text(norm, eps)}"
 
 
@@ -60,10 +60,14 @@ def ramp(norm: str, k: int) -> list[str]:
     return [_hex_mix(light, dark, i / (k - 1)) for i in range(k)]
 
 
-ATTACK_NAME = {"pgd": "PGD", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T"}
+# every eval_kind of an attack (medgrid.names.ROBUST_KINDS), of the worst cases and of the like-for-like rows
+ATTACK_NAME = {"pgd": "PGD", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "apgd-t-margin": "APGD-T (margin)",
+               "square": "Square", "transfer": "transfer", "worst": "worst case",
+               "worst-white-box": "worst case (white box)", "clean-subset": "clean (same images)",
+               "pgd-subset": "PGD (same images)"}
 
 
 def attack_name(kind: str, steps: int | None = None) -> str:
-    """'PGD-20' (with its step count when known), 'APGD-CE', 'APGD-T'."""
+    """'PGD-20' (with its step count when known), 'APGD-CE', 'APGD-T', 'APGD-T (margin)', 'Square'..."""
     name = ATTACK_NAME.get(kind, kind)
     return f"{name}-{steps}" if steps and kind == "pgd" else name

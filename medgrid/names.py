@@ -40,13 +40,19 @@ RAND_TARGETS = ("all", "other")  # D_rand targets: uniform over all classes, or 
 ROBUST_INITS = ("other", "noise")  # D_R starts: another training image, or uniform noise
 
 # ------------------------------------------------------------------------------- results table
-# eval_kind: what produced a row. clean; white-box attacks (pgd, apgd-ce, apgd-t) and their per-sample
-# worst case (worst); the black-box square attack and the transfer attack from the standard model;
-# MedMNIST-C (corruption); how an Ilyas dataset was made (features); the gradient-masking checks
-# (sanity, metric = the check, value 1 pass / 0 fail); the training-health flags (health).
+# eval_kind: what produced a row. clean; white-box attacks (pgd, and the strong evaluation's stages apgd-ce,
+# apgd-t, apgd-t-margin); the black-box square attack; the transfer attack from the standard model; the
+# per-sample worst case over every attack run on a sample (worst) and over the white-box ones only
+# (worst-white-box); clean and PGD accuracy on the strong evaluation's images (clean-subset, pgd-subset);
+# MedMNIST-C (corruption); how an Ilyas dataset was made (features); the gradient-masking checks (sanity,
+# metric = the check, value 1 pass / 0 fail); the training-health flags (health).
 EVAL_KINDS = ("clean", "pgd", "apgd-ce", "apgd-t", "worst", "square", "transfer", "corruption", "features",
-              "sanity", "health")
-WHITE_BOX_KINDS = ("pgd", "apgd-ce", "apgd-t")  # the attacks whose per-sample union is "worst"
+              "sanity", "health", "apgd-t-margin", "worst-white-box", "clean-subset", "pgd-subset")
+WHITE_BOX_KINDS = ("pgd", "apgd-ce", "apgd-t", "apgd-t-margin")  # the gradient-based attacks
+ROBUST_KINDS = WHITE_BOX_KINDS + ("square", "transfer")  # every attack whose finds enter "worst", in display order
+# the strong evaluation's attacks (config evaluate.strong.attacks; medgrid.attacks.stages) and schedules
+STRONG_ATTACKS = ("apgd-ce", "apgd-t", "square")
+STRONG_SCHEDULES = ("adaptive", "full")
 SANITY_CHECKS = ("monotone", "unbounded", "pgd_vs_worst", "black_box", "transfer")  # metrics of sanity rows
 CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric` can show
 # the headline table's columns (`medgrid table --columns`, config headline.columns), in display order:

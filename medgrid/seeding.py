@@ -23,6 +23,8 @@ STREAM_APGD = 10  # APGD starts: (batch, eps, attack, target)
 STREAM_SUBSET = 11  # the test images of a strong evaluation with a sample cap
 STREAM_SANITY = 12  # starts of the gradient-masking checks' attacks
 STREAM_SALIENCY = 13  # the PGD start of the saliency figure's adversarial examples
+STREAM_SQUARE = 21  # Square's random search in the strong evaluation and the black-box check: (batch, eps)
+STREAM_CHECK_SUBSET = 22  # which of the strong evaluation's images the gradient-masking checks use
 
 
 def numpy_rng(seed: int, *stream: int) -> np.random.Generator:

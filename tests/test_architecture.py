@@ -194,6 +194,9 @@ def test_schema_enums_equal_the_package_names():
     assert tuple(shift["source"]["enum"]) == names.SHIFT_SOURCES
     assert tuple(map(str, shift["corrupt_at"]["enum"])) == names.CORRUPT_AT
     assert tuple(shift["upsample"]["enum"]) == names.UPSAMPLING
+    strong = _schema("properties", "evaluate", "properties", "strong", "properties")
+    assert tuple(strong["attacks"]["oneOf"][1]["items"]["enum"]) == names.STRONG_ATTACKS
+    assert tuple(strong["schedule"]["enum"]) == names.STRONG_SCHEDULES
 
 
 def test_headline_defaults_agree():

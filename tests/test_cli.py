@@ -103,6 +103,14 @@ def test_evaluate_bad_input(capsys, synth_dir, tmp_path):
     code, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data", str(synth_dir / "synthetic.npz"),
                     "--out", str(tmp_path / "t.parquet"), "--attack-norm", "l7", "--attack-eps", "1")
     assert_one_line_error(code, err, "unknown attack norm")
+    base = ["evaluate", "--checkpoint", str(tmp_path / "bad.pt"), "--data", str(synth_dir / "synthetic.npz"),
+            "--out", str(tmp_path / "t.parquet"), "--attack-norm", "linf", "--attack-eps", "1/255"]
+    code, err = run(capsys, *base, "--strong", "--strong-attacks", "apgd-ce,fab")
+    assert_one_line_error(code, err, "--strong-attacks", "apgd-ce, apgd-t, square")
+    code, err = run(capsys, *base, "--strong-attacks", "apgd-ce")
+    assert_one_line_error(code, err, "need --strong")
+    code, err = run(capsys, *base, "--strong", "--strong-schedule", "fast")
+    assert_one_line_error(code, err, "invalid choice")
     assert not (tmp_path / "t.parquet").exists()
 
 

@@ -33,9 +33,14 @@ def cell(task, norm, eps, seed, data="original", size=28):
                                  "seed": seed, "train_data": data})
 
 
-def cell_rows(task, norm, eps, seed, *, noise, worst=(), be=False, size=28, degenerate=None):
-    """One cell's rows: clean, PGD at every attack epsilon (worst-case rows at the epsilons in ``worst``),
-    MedMNIST-C mean (+ BE / rBE when ``be``), and a health row when ``degenerate`` is given."""
+STAGES = ("worst-white-box", "apgd-ce", "apgd-t")
+
+
+def cell_rows(task, norm, eps, seed, *, noise, worst=(), be=False, size=28, degenerate=None, stages=STAGES,
+              images=100, adaptive=False):
+    """One cell's rows: clean, PGD at every attack epsilon (worst-case rows and those of ``stages`` at the
+    epsilons in ``worst``, on ``images`` test images, with clean-subset rows), MedMNIST-C mean (+ BE / rBE
+    when ``be``), and a health row when ``degenerate`` is given."""
     c, k = cell(task, norm, eps, seed, size=size), _key(norm, eps)
     rows = [results.make_row(c, eval_kind="clean", metric=m, value=CLEAN[k] + noise, n=100)
             for m in ("acc", "balanced_acc")]
@@ -46,9 +51,17 @@ def cell_rows(task, norm, eps, seed, *, noise, worst=(), be=False, size=28, dege
                                          value=value, n=100))
             rows.append(results.make_row(c, eval_kind="pgd", eval_norm=anorm, eval_eps=aeps, metric="grad_evals",
                                          value=2000, n=100))
-            if (anorm, aeps) in worst:  # the worst case is at most PGD's
+            if (anorm, aeps) in worst:  # the worst case is at most PGD's; the stages that ran have rows
+                for kind in stages:
+                    rows.append(results.make_row(c, eval_kind=kind, eval_norm=anorm, eval_eps=aeps,
+                                                 metric="balanced_acc", value=value - 0.01, n=images))
                 rows.append(results.make_row(c, eval_kind="worst", eval_norm=anorm, eval_eps=aeps,
-                                             metric="balanced_acc", value=value - 0.02, n=100))
+                                             metric="balanced_acc", value=value - 0.02, n=images))
+                rows.append(results.make_row(c, eval_kind="apgd-ce", eval_norm=anorm, eval_eps=aeps,
+                                             metric="adaptive", value=float(adaptive), n=images))
+    if worst:
+        rows.append(results.make_row(c, eval_kind="clean-subset", metric="balanced_acc", value=CLEAN[k] + noise + 0.01,
+                                     n=images))
     rows.append(results.make_row(c, eval_kind="corruption", corruption="mean", metric="balanced_acc",
                                  value=SHIFT[k] + noise, n=1500))
     if be:
@@ -147,6 +160,7 @@ def test_worst_case_where_evaluated_else_pgd_and_the_header_says_which():
     assert robust.loc["L∞ 2/255", "mean"] == pytest.approx(ROBUST["linf-2"] - 0.02)
     assert block.headers[1] == ("robust L∞ 2/255", "worst of PGD-20, APGD-CE, APGD-T")
     assert block.headers[2] == ("robust L2 0.5", "PGD-20")  # no worst-case rows for L2
+    assert not robust.clean_same_images.notna().any()  # the strong evaluation used every test image
     assert not [m for m, _ in block.notes if m == headline.PGD_ONLY]
     # worst-case rows at another epsilon only: PGD at the headline epsilon
     frame, (block,) = build(make_results(worst=[("linf", 1 / 255)]))
@@ -179,8 +193,9 @@ def test_degenerate_models_are_marked_and_never_bold():
     assert robust.loc["L2 0.5", "mean"] > robust.loc["L∞ 2/255", "mean"]
     assert not robust.loc["L2 0.5", "best"] and robust.loc["L∞ 2/255", "best"]
     assert robust.loc["L2 0.5", "degenerate_seeds"] == 1
-    labels = [label for label, _ in block.rows]
-    assert labels[-1] == "L2 0.5 " + headline.DEGENERATE and labels[0] == "standard"
+    cells = dict(block.rows)
+    assert cells["L2 0.5"][1].mark == headline.DEGENERATE + "1/1" and cells["standard"][1].mark == ""
+    assert robust.loc["L2 0.5", "text"] == f"{100 * robust.loc['L2 0.5', 'mean']:.1f}"  # all degenerate: all seeds
     assert any(m == headline.DEGENERATE for m, _ in block.notes)
     # the D_rand model's flag is ignored: chance level is its result
     assert by_column(frame, "drand").loc["standard", "degenerate_seeds"] == 0
@@ -325,3 +340,50 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "missing results table" in _one_line_error(capsys, "table", "--summary", str(tmp_path / "no.parquet"),
                                                       "--out-dir", str(out))
     assert not out.exists()
+
+
+def test_the_header_names_what_ran_task_by_task():
+    """A two-class task whose cells ran APGD-CE and Square (and the transfer check), adaptively, beside a
+    four-class one with APGD-CE and APGD-T: each block's header lists its own attacks."""
+    binary = make_results(tasks=("breastmnist",), worst=[("linf", 2 / 255)], adaptive=True,
+                          stages=("worst-white-box", "apgd-ce", "square", "transfer"))
+    four = make_results(worst=[("linf", 2 / 255)])
+    _, blocks = build(pd.concat([four, binary], ignore_index=True))
+    details = {b.task: b.headers[1][1] for b in blocks}
+    assert details == {"synthetic": "worst of PGD-20, APGD-CE, APGD-T",
+                       "breastmnist": "worst of PGD-20, APGD-CE, Square, transfer; adaptive"}
+    # a table from before black-box finds entered the worst case (no worst-white-box rows) names the white-box
+    # attacks only, although it has square rows (then a check on its own)
+    old = make_results(worst=[("linf", 2 / 255)], stages=("apgd-ce", "apgd-t", "square"))
+    assert build(old)[1][0].headers[1][1] == "worst of PGD-20, APGD-CE, APGD-T"
+
+
+def test_robust_numbers_on_a_subset_come_with_the_clean_figure_of_the_same_images():
+    frame, (block,) = build(make_results(worst=[("linf", 2 / 255)], images=40))
+    robust = by_column(frame, "robust_linf")
+    assert (robust.n_images == 40).all() and (by_column(frame, "clean").n_images == 100).all()
+    same = robust.loc["L∞ 2/255"]
+    assert same.clean_same_images == pytest.approx(CLEAN["linf-2"] + 0.01)
+    assert same.text == f"{100 * (ROBUST['linf-2'] - 0.02):.1f} ({100 * (CLEAN['linf-2'] + 0.01):.1f})"
+    assert block.headers[1][1].endswith("40 images " + headline.SUBSET)
+    assert any(m == headline.SUBSET and "cannot exceed" in t for m, t in block.notes)
+
+
+def test_cells_with_degenerate_seeds_show_the_healthy_mean_and_the_count():
+    df = make_results(seeds=(0, 1, 2))
+    bad = (df.train_norm == "l2") & (df.seed == 2) & (df.metric == "balanced_acc")
+    df.loc[bad, "value"] = 0.25  # the collapsed seed drags every mean of its cell down
+    health = [results.make_row(cell("synthetic", n, e, s), eval_kind="health", metric="degenerate",
+                               value=float(n == "l2" and s == 2), n=100) for n, e in SETTINGS for s in (0, 1, 2)]
+    df = results.from_rows(pd.concat([df, pd.DataFrame(health)]).to_dict("records"))
+    frame, (block,) = build(df)
+    clean = by_column(frame, "clean").loc["L2 0.5"]
+    kept = df[(df.train_norm == "l2") & (df.seed < 2) & (df.eval_kind == "clean") & (df.metric == "balanced_acc")]
+    assert clean.degenerate_seeds == 1 and clean.n_seeds == 3 and clean.n_healthy == 2
+    assert clean.mean_healthy == pytest.approx(kept.value.mean()) and clean["mean"] < clean.mean_healthy
+    assert clean.text.startswith(f"{100 * kept.value.mean():.1f} ± ")
+    cells = dict(block.rows)
+    assert cells["L2 0.5"][0].mark == headline.DEGENERATE + "1/3" and cells["standard"][0].mark == ""
+    assert any(m == headline.DEGENERATE and "healthy" in t for m, t in block.notes)
+    healthy_rows = by_column(frame, "clean").drop("L2 0.5")
+    assert (healthy_rows.n_healthy == 3).all() and np.allclose(healthy_rows.mean_healthy, healthy_rows["mean"])

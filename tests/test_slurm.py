@@ -81,6 +81,7 @@ def test_slurm_profile_runs_demo_cells_like_a_local_run(slurm_cluster, tmp_path)
     assert {"rule_prepare_data", "rule_train", "rule_evaluate"} <= slurm_logs, slurm_logs
     a = pd.read_parquet(local / TARGET)
     b = pd.read_parquet(on_slurm / TARGET)
-    assert set(a["eval_kind"]) == {"clean", "health", "pgd", "apgd-ce", "apgd-t", "worst", "sanity", "square"}
+    assert set(a["eval_kind"]) == {"clean", "health", "pgd", "apgd-ce", "apgd-t", "worst", "worst-white-box",
+                                   "clean-subset", "pgd-subset", "sanity", "square"}
     assert len(a) > 0
     pd.testing.assert_frame_equal(a, b)

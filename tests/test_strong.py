@@ -1,5 +1,6 @@
-"""APGD, the white-box ensemble and the gradient-masking checks: units, an independent implementation
-(torchattacks) as the yardstick, and the checks failing on a deliberately masked model."""
+"""APGD, Square, the ensemble of stages and the gradient-masking checks: units, an independent implementation
+(torchattacks) as the yardstick, and the checks failing on a deliberately masked model. The per-sample worst
+case, the two-class ensemble, saturated losses and the adaptive schedule: tests/test_ensemble.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 from torch import nn
 
 from medgrid import results
-from medgrid.attacks import apgd, ensemble, sweep
+from medgrid.attacks import apgd, ensemble, stages, sweep
 from medgrid.attacks.pgd import Outcome
+from medgrid.attacks.square import run_square
 from medgrid.data import loading, prepare, tasks
 from medgrid.evaluation import evaluate
 from medgrid.evaluation.sanity import SanitySettings
@@ -108,18 +110,80 @@ def test_apgd_iterates_stay_in_ball_and_box_and_break_samples(norm, eps, loss, m
     assert (outcome.pred[outcome.broken] != y[outcome.broken]).all()
 
 
-def test_ensemble_worst_case_never_above_pgd_and_cumulative():
+@pytest.mark.parametrize("schedule", ["full", "adaptive"])
+def test_ensemble_worst_case_never_above_pgd_and_cumulative(schedule):
     model, x, y = batch(n=48)
     pgd = sweep.robust_predictions(model, x, y, norm="linf", eps_list=[0.005, 0.01, 0.02], steps=3, seed=1)
-    found = ensemble.ensemble_predictions(model, x, y, pgd, iterations=10, n_targets=3, seed=2, batch_size=20)
+    run, _ = stages.resolve(["apgd-ce", "apgd-t", "square"], 4, targets=3)
+    found = ensemble.ensemble_predictions(model, x, y, pgd, stages=run, seed=2, batch_size=20,
+                                          budget=ensemble.Budget(iterations=10, queries=30, schedule=schedule))
     for p, e in zip(pgd, found):
         pgd_broken = ~p.correct
+        assert torch.equal(e.pgd_broken, pgd_broken)
         assert (e.broken["apgd-ce"] >= pgd_broken).all()  # starts where PGD left off
         assert (e.broken["apgd-t"] >= e.broken["apgd-ce"]).all()  # cumulative, as AutoAttack reports
+        assert (e.broken["square"] >= e.broken["apgd-t"]).all()
+        assert torch.equal(e.white_box()[1], e.broken["apgd-t"])  # the last white-box stage
         assert e.correct().float().mean() <= p.correct.float().mean()
-        assert e.grad_evals["apgd-ce"] > 0 or not (~pgd_broken).any()
+        assert e.cost["apgd-ce"] > 0 or not (~pgd_broken).any()
     for a, b in zip(found, found[1:]):  # a sample broken at a smaller epsilon stays broken
-        assert (b.broken["apgd-t"] >= a.broken["apgd-t"]).all()
+        assert (b.broken["square"] >= a.broken["square"]).all()
+
+
+def test_stages_per_number_of_classes():
+    kinds = {c: [s.kind for s in stages.resolve(None, c)[0]] for c in (2, 3, 4, 10)}
+    assert kinds == {2: ["apgd-ce", "square"], 3: ["apgd-ce", "apgd-t-margin", "square"], 4: ["apgd-ce", "apgd-t"],
+                     10: ["apgd-ce", "apgd-t"]}
+    # APGD-T on two classes is APGD-CE again: left out, with a note; black-box stages always run last
+    run, notes = stages.resolve(["square", "apgd-t", "apgd-ce"], 2)
+    assert [s.kind for s in run] == ["apgd-ce", "square"] and "APGD-CE" in notes[0]
+    run, _ = stages.resolve(["square", "apgd-t"], 10, targets=9)
+    assert [(s.kind, s.white_box, s.targets, s.loss) for s in run] == [("apgd-t", True, 9, "dlr-targeted"),
+                                                                        ("square", False, 0, "margin")]
+    assert stages.resolve(["apgd-t"], 5, targets=9)[0][0].targets == 4  # at most n_classes - 1
+    from medgrid.errors import UserError
+    from medgrid.names import EVAL_KINDS, ROBUST_KINDS, STRONG_ATTACKS
+
+    for bad in (["apgd-t"], ["fab"], [], ["apgd-ce", "apgd-ce"]):
+        with pytest.raises(UserError):
+            stages.resolve(bad, 2)
+    every = {s.kind for c in (2, 3, 4) for s in stages.resolve(STRONG_ATTACKS, c)[0]}
+    assert every <= set(ROBUST_KINDS) <= set(EVAL_KINDS)
+    from medgrid.labels import ATTACK_NAME
+
+    assert set(ROBUST_KINDS) <= set(ATTACK_NAME)  # every attack has a label
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
+def test_square_stays_in_ball_and_box_and_breaks_what_it_can(norm, eps, monkeypatch):
+    """Square on the linear model: every query in the ball and the box, only breakable samples broken, one
+    query per sample and iteration, and a sample's trajectory independent of the others attacked."""
+    model, x, y = batch(n=24)
+    queried = []
+    real_forward = model.forward
+
+    def spy(inp):
+        queried.append(inp.clone())
+        return real_forward(inp)
+
+    monkeypatch.setattr(model, "forward", spy)
+    out = Outcome(y.clone(), y)
+    spent = run_square(model, x, torch.arange(len(y)), out, norm=norm, eps=eps, queries=60,
+                       generator=torch.Generator().manual_seed(0))
+    assert spent == sum(len(q) for q in queried)
+    for q in queried:
+        d = (q - x[:len(q)]).flatten(1) if len(q) == len(y) else None
+        assert q.min() >= 0 and q.max() <= 1
+        if d is not None:
+            size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+            assert (size <= eps * (1 + 1e-5) + 1e-7).all()
+    assert not (out.broken & ~breakable(model, x, y, norm, eps)).any() and out.broken.any()
+    # the same samples attacked alone (the others already broken) follow the same trajectories
+    alone = Outcome(y.clone(), y)
+    alone.broken[::2] = True
+    run_square(model, x, alone.unbroken(), alone, norm=norm, eps=eps, queries=60,
+               generator=torch.Generator().manual_seed(0))
+    assert torch.equal(alone.broken[1::2], out.broken[1::2])
 
 
 def test_subset_is_seeded_sorted_and_capped():
@@ -171,8 +235,9 @@ def test_apgd_at_least_as_strong_as_torchattacks(trained, norm, eps):
     ours["ce"] = (~out.broken).float().mean().item()
     adv = torchattacks.APGD(model, norm=name, eps=eps, steps=50, n_restarts=1, loss="ce", seed=0)(x, y)
     theirs["ce"] = (model(adv).argmax(1) == y).float().mean().item()
+    run, _ = stages.resolve(["apgd-ce", "apgd-t"], 4, targets=3)
     found = ensemble.ensemble_predictions(model, x, y, [sweep.RobustResult(norm, eps, clean, clean == y, 0)],
-                                          iterations=50, n_targets=3)[0]
+                                          stages=run, budget=ensemble.Budget(iterations=50, schedule="full"))[0]
     ours["t"] = found.correct().float().mean().item()
     adv = torchattacks.APGDT(model, norm=name, eps=eps, steps=50, n_restarts=1, n_classes=4, seed=0)(x, y)
     theirs["t"] = ((model(adv).argmax(1) == y) & (clean == y)).float().mean().item()

@@ -53,7 +53,7 @@ def tiny_config(source_dir: Path) -> dict:
         "train_grid": {"none": [0], "linf": ["2/255"]},
         "attack_grid": {"linf": ["2/255"]},
         "evaluate": {"attack_steps": 2, "restarts": 1,
-                     "strong": {"iterations": 3, "samples": 16, "apgd_targets": 1},
+                     "strong": {"iterations": 3, "samples": 16, "apgd_targets": 1, "square_queries": 10},
                      "sanity": {"samples": 16, "square_queries": 10, "square_samples": 8}},
         # the headline's robust column of the one attack norm
         "headline": {"eps": {"linf": "2/255", "l2": 0.5},
@@ -388,9 +388,10 @@ def test_complete_run_has_nothing_to_do(tiny_run):
     summary = pd.read_parquet(tiny_run / "results" / "summary.parquet")
     cells = summary.groupby(["arch", "train_norm", "train_eps"]).size()
     assert len(cells) == len(TINY_CELLS)
-    # the strong evaluation and the masking checks of every cell (transfer: the adversarially trained ones)
-    assert set(summary["eval_kind"]) == {"clean", "health", "pgd", "apgd-ce", "apgd-t", "worst", "sanity", "square",
-                                         "transfer"}
+    # the strong evaluation of a two-class task (APGD-CE and Square), the worst cases, the clean and PGD rows
+    # of the same images and the masking checks of every cell (transfer: the adversarially trained ones)
+    assert set(summary["eval_kind"]) == {"clean", "health", "pgd", "apgd-ce", "square", "worst", "worst-white-box",
+                                         "clean-subset", "pgd-subset", "sanity", "transfer"}
     assert set(summary[summary.train_norm == "none"].eval_kind) >= {"worst", "sanity"}
     assert (tiny_run / "results" / "charts" / "audit.html").is_file()
     assert (tiny_run / "resources" / "data" / "breastmnist.npz").is_file()

@@ -6,6 +6,9 @@ robustness library. Imports the data layer (uint8 batches made float) and the sh
 - :mod:`medgrid.attacks.pgd`: PGD (Madry et al. 2018): :func:`~medgrid.attacks.pgd.perturb` (the final
   iterate, for training and dataset construction) and one restart that records which samples break.
 - :mod:`medgrid.attacks.apgd`: APGD (Croce & Hein 2020) with the CE and targeted DLR losses.
+- :mod:`medgrid.attacks.square`: Square (Andriushchenko et al. 2020), the black-box attack of AutoAttack.
 - :mod:`medgrid.attacks.sweep`: robust predictions over an epsilon grid (restarts, batching, work skipping).
-- :mod:`medgrid.attacks.ensemble`: APGD-CE then APGD-T on the samples PGD left, per epsilon.
+- :mod:`medgrid.attacks.stages`: the strong evaluation's attacks as data, and the default list per number of classes.
+- :mod:`medgrid.attacks.ensemble`: the stages on the samples PGD left, per epsilon.
+- :mod:`medgrid.attacks.adaptive`: the full and adaptive schedules (a quarter of each budget, a per-sample stop).
 """

@@ -6,10 +6,17 @@ and ``APGDT``): start on the surface of the eps-ball, step size 2 eps, momentum 
 step, step-size checkpoints after 22% of the iterations and then at decreasing intervals (down to 6%),
 where a sample's step is halved and it restarts from its best point when fewer than 75% of the steps
 since the last checkpoint raised its loss, or when the last checkpoint did not halve it and its best
-loss has not improved since. Losses: cross-entropy (APGD-CE) or the targeted difference-of-logits
-ratio (APGD-T, DLR-T: ``(z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2)``). DLR-T needs at least four
-classes; with two or three, APGD-T uses the unscaled targeted margin ``z_t - z_y`` (Carlini-Wagner's),
-which has the same maximiser (docs/evaluation.md).
+loss has not improved since. Losses: cross-entropy (APGD-CE; computed in its log-softmax-margin form,
+:func:`medgrid.attacks.steps.margin_loss`, which takes the same steps and decisions but never saturates) or
+the targeted difference-of-logits ratio (APGD-T, DLR-T: ``(z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2)``).
+DLR-T needs at least four classes; with three, APGD-T uses the unscaled targeted margin ``z_t - z_y``
+(Carlini-Wagner's); with two that margin is APGD-CE's loss, so APGD-T would be APGD-CE again
+(:mod:`medgrid.attacks.stages` does not run it there; docs/evaluation.md).
+
+The random start of every sample is drawn for the whole batch and then indexed, so a sample's trajectory
+does not depend on which other samples are still attacked; a ``stop`` rule
+(:mod:`medgrid.attacks.adaptive`) may end a sample's run early (the adaptive schedule), which leaves every
+other sample's trajectory unchanged.
 
 Every step and projection is the fused op :func:`medgrid.ops.pgd_step`: the gradient step with the
 per-sample step sizes (one call per distinct step size: they are 2 eps / 2^k), and the momentum
@@ -21,11 +28,10 @@ for the others: BatchNorm runs in eval mode, so samples do not interact.
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from medgrid import ops
 from medgrid.attacks.pgd import Outcome
-from medgrid.attacks.steps import check_norm
+from medgrid.attacks.steps import check_norm, logit_margin, margin_loss
 from medgrid.models import eval_mode
 
 LOSSES = ("ce", "dlr-targeted")
@@ -52,7 +58,7 @@ def _loss_and_grad(model, x_adv, y, target, loss: str):
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
     if loss == "ce":
-        per_sample = F.cross_entropy(logits, y, reduction="none")
+        per_sample = margin_loss(logits, y)
     else:
         per_sample = targeted_loss(logits, y, target)
     (grad,) = torch.autograd.grad(per_sample.sum(), x_adv)
@@ -81,9 +87,10 @@ def _step(x_adv, grad, x0, eta, norm, eps):
 
 def run_apgd(model, x: torch.Tensor, idx: torch.Tensor, outcome: Outcome, *, norm: str, eps: float,
              iterations: int, loss: str = "ce", target: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> int:
+             generator: torch.Generator | None = None, stop=None) -> int:
     """One APGD run on the samples ``idx`` of the batch ``x`` (labels: ``outcome.labels``); every iterate is
-    recorded in ``outcome``. ``target`` (per sample of the batch) for ``loss="dlr-targeted"``. Returns the
+    recorded in ``outcome``. ``target`` (per sample of the batch) for ``loss="dlr-targeted"``; ``stop``: an
+    early-stop rule (:class:`medgrid.attacks.adaptive.StopRule`) or None (every iteration). Returns the
     forward+backward passes spent."""
     check_norm(norm)
     if loss not in LOSSES:
@@ -92,16 +99,18 @@ def run_apgd(model, x: torch.Tensor, idx: torch.Tensor, outcome: Outcome, *, nor
         return 0
     with eval_mode(model), torch.enable_grad():
         return _run(model, x, idx, outcome, norm=norm, eps=eps, iterations=iterations, loss=loss,
-                    target=target, generator=generator)
+                    target=target, generator=generator, stop=stop)
 
 
-def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generator) -> int:
+def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generator, stop) -> int:
     x0, y0 = x[idx], outcome.labels[idx]
     t0 = target[idx] if target is not None else None
-    x_adv = surface_start(x0, norm, eps, generator)
+    x_adv = surface_start(x, norm, eps, generator)[idx]  # drawn for the whole batch: see the module doc
     value, grad, logits = _loss_and_grad(model, x_adv, y0, t0, loss)
     evals = idx.numel()
     outcome.record(idx, logits)
+    margin = logit_margin(logits, y0)
+    checks = stop.checks(iterations) if stop is not None else ()
     state = {
         "x0": x0, "y0": y0, "x_adv": x_adv, "x_old": x_adv.clone(), "grad": grad, "x_best": x_adv.clone(),
         "grad_best": grad.clone(), "loss_best": value.clone(), "loss_best_last": value.clone(),
@@ -110,12 +119,17 @@ def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generat
         # losses of every iteration; the reference compares the first one with this table's (zero) last row
         "losses": torch.zeros(iterations, value.shape[0], dtype=value.dtype, device=value.device),
     }
+    if stop is not None:  # the best logit margin after each iteration (row 0: the start), for the stop rule
+        state["margins"] = torch.empty(iterations + 1, value.shape[0], dtype=margin.dtype, device=margin.device)
+        state["margins"][0] = margin
     if t0 is not None:
         state["t0"] = t0
     first, minimum, decrease = schedule(iterations)
     distance, since_check = first, 0
     for i in range(iterations):
-        idx, state = _drop_broken(idx, state, outcome)
+        idx, state = _keep(idx, state, ~outcome.broken[idx])
+        if i in checks:  # i iterations done: stop the samples the rule gives up on
+            idx, state = _keep(idx, state, ~stop.stop(state["margins"].__getitem__, i, iterations))
         if idx.numel() == 0:
             break
         s = state
@@ -127,6 +141,8 @@ def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generat
         value, s["grad"], logits = _loss_and_grad(model, s["x_adv"], s["y0"], s.get("t0"), loss)
         evals += idx.numel()
         outcome.record(idx, logits)
+        if stop is not None:
+            s["margins"][i + 1] = torch.maximum(s["margins"][i], logit_margin(logits, s["y0"]))
         s["losses"][i] = value
         better = value > s["loss_best"]
         s["x_best"][better] = s["x_adv"][better]
@@ -159,12 +175,12 @@ def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _drop_broken(idx: torch.Tensor, state: dict, outcome: Outcome):
-    """Keep only the samples no iterate has broken yet (every per-sample tensor of ``state``)."""
-    keep = ~outcome.broken[idx]
+def _keep(idx: torch.Tensor, state: dict, keep: torch.Tensor):
+    """Keep only the samples ``keep`` marks (in every per-sample tensor of ``state``): those no iterate has
+    broken yet, or those a stop rule does not give up on."""
     if keep.all():
         return idx, state
     out = {}
     for key, value in state.items():
-        out[key] = value[:, keep] if key == "losses" else value[keep]
+        out[key] = value[:, keep] if key in ("losses", "margins") else value[keep]
     return idx[keep], out

@@ -1,54 +1,83 @@
-"""The white-box ensemble of a strong evaluation: PGD's survivors attacked by APGD-CE, then by APGD-T
-over the most likely other classes (AutoAttack's standard white-box attacks, Croce & Hein 2020).
+"""The strong evaluation's ensemble: PGD's survivors attacked by a list of stages
+(:mod:`medgrid.attacks.stages`: APGD-CE, APGD-T, Square...), each on the samples the previous ones left, as
+AutoAttack runs its ``attacks_to_run``.
 
 Epsilons are attacked in increasing order and a sample broken at a smaller epsilon stays broken (the
 smaller ball lies inside the larger). At each epsilon the outcome starts from PGD's (the clean input and
-every PGD iterate, :func:`medgrid.attacks.sweep.robust_predictions`), APGD-CE runs on the samples still
-unbroken, then APGD-T on those APGD-CE left. So, as AutoAttack reports them, the accuracies are
-cumulative: ``apgd-ce`` counts a sample as robust if PGD and APGD-CE failed, ``apgd-t`` (= ``worst``) if
-PGD, APGD-CE and APGD-T failed.
+every PGD iterate, :func:`medgrid.attacks.sweep.robust_predictions`), then every stage runs on the samples
+still unbroken. So, as AutoAttack reports them, the accuracies are cumulative: a stage's ``broken`` holds
+the samples PGD or any stage up to it broke; the last white-box stage's is the white-box worst case.
+
+Schedules (:mod:`medgrid.attacks.adaptive`): ``full`` runs every stage's whole budget on every sample it
+attacks (AutoAttack's); ``adaptive`` runs the same stages from the same starts at a quarter of each run's
+budget, with a per-sample early stop.
+Costs are counted per stage: forward+backward passes (``grad_evals``) of the gradient stages, forward
+passes (``queries``) of Square.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from medgrid import epsilon, seeding
+from medgrid.attacks.adaptive import SCHEDULES, Schedule
 from medgrid.attacks.apgd import run_apgd
 from medgrid.attacks.pgd import Outcome
+from medgrid.attacks.square import run_square
+from medgrid.attacks.stages import Stage
 from medgrid.attacks.steps import check_norm
 from medgrid.attacks.sweep import RobustResult
 from medgrid.data.loading import take_float
 from medgrid.models import eval_mode
 
-STAGES = ("apgd-ce", "apgd-t")
+
+@dataclass
+class Budget:
+    """What each stage may spend per sample: APGD ``iterations`` per run, Square ``queries``, and the
+    ``schedule`` (a key of :data:`SCHEDULES`)."""
+
+    iterations: int = 100
+    queries: int = 5000
+    schedule: str = "adaptive"
 
 
 @dataclass
 class EnsembleResult:
-    """At one epsilon, per stage (``apgd-ce``, ``apgd-t``): the labels found and which samples are broken
-    after PGD and the attacks up to that stage, and the forward+backward passes the stage spent."""
+    """At one epsilon, per stage kind (run order in ``stages``): the labels found and which samples are
+    broken after PGD and the stages up to it, and what it spent (``cost``: grad_evals or queries)."""
 
     norm: str
     eps: float
+    stages: list[Stage]
     pred: dict[str, torch.Tensor]
     broken: dict[str, torch.Tensor]
-    grad_evals: dict[str, int]
+    cost: dict[str, int] = field(default_factory=dict)
+    pgd_broken: torch.Tensor | None = None
 
-    def correct(self, stage: str = "apgd-t") -> torch.Tensor:
-        return ~self.broken[stage]
+    def correct(self, kind: str | None = None) -> torch.Tensor:
+        """Robust to PGD and every stage up to ``kind`` (the last stage when None)."""
+        return ~self.broken[kind or self.stages[-1].kind]
+
+    def white_box(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels found, broken) after PGD and every white-box stage."""
+        white = [s.kind for s in self.stages if s.white_box]
+        if not white:
+            return self.pred.get("pgd"), self.pgd_broken
+        return self.pred[white[-1]], self.broken[white[-1]]
 
 
-def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[RobustResult], *, iterations: int = 100,
-                         n_targets: int = 9, seed: int = 0, batch_size: int = 500) -> list[EnsembleResult]:
-    """Run APGD-CE and APGD-T on (x, y) after the PGD results ``pgd`` (one norm, on the same samples); ``x`` float,
-    or uint8 images made float one batch at a time on ``y``'s device.
+def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[RobustResult], *, stages: list[Stage],
+                         budget: Budget | None = None, seed: int = 0, batch_size: int = 500) -> list[EnsembleResult]:
+    """Run ``stages`` on (x, y) after the PGD results ``pgd`` (one norm, on the same samples); ``x`` float, or
+    uint8 images made float one batch at a time on ``y``'s device.
 
-    ``n_targets``: APGD-T's target classes (at most n_classes - 1), the ones with the highest clean logits
-    after the predicted class, one APGD run each, on the samples the previous targets left unbroken.
+    Targeted stages attack the classes with the highest clean logits after the predicted one (AutoAttack's
+    choice), one run each, on the samples the previous targets left unbroken.
     """
+    budget = budget or Budget()
+    schedule = SCHEDULES[budget.schedule]
     pgd = sorted(pgd, key=lambda r: r.eps)
     norms = {r.norm for r in pgd}
     if len(norms) != 1:
@@ -56,9 +85,10 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
     norm = norms.pop()
     check_norm(norm)
     n, device = x.shape[0], y.device
-    pred = {(r.eps, s): torch.empty(n, dtype=torch.long, device=device) for r in pgd for s in STAGES}
-    broken = {(r.eps, s): torch.empty(n, dtype=torch.bool, device=device) for r in pgd for s in STAGES}
-    evals = {(r.eps, s): 0 for r in pgd for s in STAGES}
+    kinds = [s.kind for s in stages] + ["pgd"]
+    pred = {(r.eps, k): torch.empty(n, dtype=torch.long, device=device) for r in pgd for k in kinds}
+    broken = {(r.eps, k): torch.empty(n, dtype=torch.bool, device=device) for r in pgd for k in kinds}
+    cost = {(r.eps, k): 0 for r in pgd for k in kinds}
     with eval_mode(model):
         for batch, start in enumerate(range(0, n, batch_size)):
             sl = slice(start, start + batch_size)
@@ -66,22 +96,40 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
             with torch.no_grad():
                 clean = model(xb)
             outcome = Outcome(clean.argmax(1), yb)
-            # APGD-T's targets: the classes in order of their clean logits, after the first
-            ranked = clean.argsort(dim=1, descending=True)
-            targets = min(n_targets, clean.shape[1] - 1)
+            ranked = clean.argsort(dim=1, descending=True)  # targets: the classes by clean logit, after the first
             for r in pgd:
                 outcome.merge(r.pred[sl], ~r.correct[sl])
-                gen = seeding.torch_generator(seed, seeding.STREAM_APGD, batch, epsilon.key(r.eps), 0, device=device)
-                evals[(r.eps, "apgd-ce")] += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=r.eps,
-                                                      iterations=iterations, loss="ce", generator=gen)
-                pred[(r.eps, "apgd-ce")][sl], broken[(r.eps, "apgd-ce")][sl] = outcome.snapshot()
-                for rank in range(1, targets + 1):
-                    gen = seeding.torch_generator(seed, seeding.STREAM_APGD, batch, epsilon.key(r.eps), rank,
-                                                  device=device)
-                    evals[(r.eps, "apgd-t")] += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm,
-                                                         eps=r.eps, iterations=iterations, loss="dlr-targeted",
-                                                         target=ranked[:, rank], generator=gen)
-                pred[(r.eps, "apgd-t")][sl], broken[(r.eps, "apgd-t")][sl] = outcome.snapshot()
-    return [EnsembleResult(norm, r.eps, {s: pred[(r.eps, s)] for s in STAGES},
-                           {s: broken[(r.eps, s)] for s in STAGES}, {s: evals[(r.eps, s)] for s in STAGES})
-            for r in pgd]
+                pred[(r.eps, "pgd")][sl], broken[(r.eps, "pgd")][sl] = outcome.snapshot()
+                key = (batch, epsilon.key(r.eps))
+                for stage in stages:
+                    cost[(r.eps, stage.kind)] += _run_stage(model, xb, outcome, stage, ranked, norm, r.eps, budget,
+                                                            schedule, seed, key)
+                    pred[(r.eps, stage.kind)][sl], broken[(r.eps, stage.kind)][sl] = outcome.snapshot()
+    out = []
+    for r in pgd:
+        found = EnsembleResult(norm, r.eps, list(stages), {k: pred[(r.eps, k)] for k in kinds},
+                               {k: broken[(r.eps, k)] for k in kinds}, {s.kind: cost[(r.eps, s.kind)] for s in stages},
+                               pgd_broken=broken[(r.eps, "pgd")])
+        out.append(found)
+    return out
+
+
+def _run_stage(model, xb, outcome: Outcome, stage: Stage, ranked, norm: str, eps: float, budget: Budget,
+               schedule: Schedule, seed: int, key: tuple[int, int]) -> int:
+    """One stage on the unbroken samples of a batch at one epsilon; its cost."""
+    stop = schedule.stop
+    if stage.optimiser == "square":
+        gen = seeding.torch_generator(seed, seeding.STREAM_SQUARE, *key, device=xb.device)
+        return run_square(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps,
+                          queries=schedule.budget(budget.queries), generator=gen, stop=stop)
+    iterations = schedule.budget(budget.iterations)
+    if not stage.targets:
+        gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, 0, device=xb.device)
+        return run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=iterations,
+                        loss="ce", generator=gen, stop=stop)
+    spent = 0
+    for rank in range(1, stage.targets + 1):
+        gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, rank, device=xb.device)
+        spent += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=iterations,
+                          loss="dlr-targeted", target=ranked[:, rank], generator=gen, stop=stop)
+    return spent

@@ -2,12 +2,18 @@
 
 The step and the projection are one fused call, :func:`medgrid.ops.pgd_step`. L2 random start:
 uniform in the eps-ball (direction Gaussian, radius eps * U^(1/d)).
+
+The loss is cross-entropy in its log-softmax-margin form, :func:`margin_loss`: ``L(z) = logsumexp_{j != y}
+z_j - z_y``, a strictly increasing function of cross-entropy (``CE = log(1 + exp(L))``) whose gradient is
+CE's divided by ``1 - p_y``. Sign steps, normalised L2 steps and every "did the loss increase" decision are
+therefore CE's wherever CE's float32 gradient is nonzero, while L's gradient never underflows: on a very
+confident model (``p_y`` rounds to 1) CE's gradient is exactly zero and PGD would not move
+(docs/evaluation.md, "No saturated losses").
 """
 
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from medgrid.names import ATTACK_NORMS
 
@@ -40,10 +46,27 @@ def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Genera
     return (x + delta).clamp_(0, 1)
 
 
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``logsumexp_{j != y} z_j - z_y``: cross-entropy's log-odds, ``log(exp(CE) - 1)``, computed
+    without ever forming ``p_y`` (so neither it nor its gradient saturates). Positive once a class beats y
+    by more than ``log(C - 1)``, negative while y leads every other class."""
+    z_y = logits.gather(1, labels[:, None])[:, 0]
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return torch.logsumexp(others, dim=1) - z_y
+
+
+def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``max_{j != y} z_j - z_y``: how far a sample is from being misclassified (broken once it
+    is positive), in logits; what the adaptive schedule's stop rule follows, whatever loss an attack uses."""
+    z_y = logits.gather(1, labels[:, None])[:, 0]
+    return logits.scatter(1, labels[:, None], float("-inf")).amax(1) - z_y
+
+
 def loss_and_grad(model, x_adv: torch.Tensor, labels: torch.Tensor):
-    """Per-sample cross-entropy, its gradient with respect to the input, and the logits."""
+    """Per-sample loss (:func:`margin_loss`, cross-entropy's monotone twin), its gradient with respect to
+    the input, and the logits."""
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
-    loss = F.cross_entropy(logits, labels, reduction="none")
+    loss = margin_loss(logits, labels)
     (grad,) = torch.autograd.grad(loss.sum(), x_adv)
     return loss.detach(), grad, logits.detach()

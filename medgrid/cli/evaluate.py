@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
 from medgrid.errors import UserError
-from medgrid.names import ATTACK_NORMS
+from medgrid.names import ATTACK_NORMS, STRONG_ATTACKS, STRONG_SCHEDULES
 
 
 def add_arguments(p) -> None:
@@ -26,8 +26,16 @@ def add_arguments(p) -> None:
                         "prepare`): add corruption rows (acc, balanced_acc per severity, means, BE/rBE)")
     p.add_argument("--no-clean", action="store_true",
                    help="leave the clean rows out (e.g. a separate table of corruption rows)")
-    g = p.add_argument_group("strong evaluation (APGD-CE and APGD-T on PGD's survivors; docs/evaluation.md)")
-    g.add_argument("--strong", action="store_true", help="run it (rows apgd-ce, apgd-t, worst)")
+    g = p.add_argument_group("strong evaluation (an ensemble of attacks on PGD's survivors; docs/evaluation.md)")
+    g.add_argument("--strong", action="store_true", help="run it (a row set per attack, worst, worst-white-box, "
+                                                          "clean-subset, pgd-subset)")
+    g.add_argument("--strong-attacks", default=None,
+                   help=f"comma-separated attacks from {', '.join(STRONG_ATTACKS)} (default: apgd-ce,apgd-t with "
+                        "four or more classes, apgd-ce,apgd-t,square with three, apgd-ce,square with two)")
+    g.add_argument("--strong-schedule", choices=STRONG_SCHEDULES, default="adaptive",
+                   help="adaptive: per-sample early stop (about a quarter of the cost); full: every iteration "
+                        "and query of every attack on every sample it attacks (AutoAttack's)")
+    g.add_argument("--strong-square-queries", type=int, default=5000, help="query budget of the Square attack stage")
     g.add_argument("--strong-norm", action="append", help="restrict it to these epsilons of the PGD grid: linf or "
                                                           "l2, each followed by --strong-eps")
     g.add_argument("--strong-eps", action="append", help="comma-separated epsilons (default: every PGD epsilon)")
@@ -39,8 +47,9 @@ def add_arguments(p) -> None:
     g.add_argument("--sanity", action="store_true", help="run them")
     g.add_argument("--sanity-samples", type=int, default=200, help="test images of the checks")
     g.add_argument("--sanity-tolerance", type=float, default=0.02, help="accuracy a check may miss by")
-    g.add_argument("--square-queries", type=int, default=1000, help="query budget of the black-box Square attack")
-    g.add_argument("--square-samples", type=int, default=100, help="test images Square attacks")
+    g.add_argument("--square-queries", type=int, default=1000,
+                   help="query budget of the black-box check's Square attack (when the ensemble has no Square stage)")
+    g.add_argument("--square-samples", type=int, default=100, help="test images the black-box check's Square attacks")
     g.add_argument("--transfer-from", type=Path, default=None,
                    help="standard checkpoint of the same task whose PGD examples the transfer check uses")
     add_data_options(p, data_help="the npz file of the model's task (its test split is evaluated, whatever data "
@@ -105,16 +114,25 @@ def run(args) -> None:
 def _strong_settings(args):
     """StrongSettings from the options, or None without --strong."""
     if not args.strong:
-        if args.strong_norm or args.strong_eps or args.sanity:
-            raise UserError("--strong-norm/--strong-eps and --sanity need --strong")
+        if args.strong_norm or args.strong_eps or args.strong_attacks or args.sanity:
+            raise UserError("--strong-norm/--strong-eps/--strong-attacks and --sanity need --strong")
         return None
     from medgrid.evaluation.strong import StrongSettings
 
     eps = attack_grid(args.strong_norm, args.strong_eps, "strong") or None
+    attacks = None
+    if args.strong_attacks is not None:
+        attacks = tuple(a.strip() for a in args.strong_attacks.split(",") if a.strip())
+        bad = [a for a in attacks if a not in STRONG_ATTACKS]
+        if bad or not attacks or len(set(attacks)) != len(attacks):
+            raise UserError(f"--strong-attacks {args.strong_attacks!r}: give each of {', '.join(STRONG_ATTACKS)} at "
+                            "most once, at least one")
     return StrongSettings(eps=eps, iterations=at_least(args.strong_iterations, 1, "--strong-iterations"),
                           samples=None if args.strong_samples is None else at_least(args.strong_samples, 1,
                                                                                     "--strong-samples"),
-                          targets=at_least(args.apgd_targets, 1, "--apgd-targets"), batch_size=args.batch_size)
+                          targets=at_least(args.apgd_targets, 1, "--apgd-targets"), batch_size=args.batch_size,
+                          attacks=attacks, schedule=args.strong_schedule,
+                          square_queries=at_least(args.strong_square_queries, 1, "--strong-square-queries"))
 
 
 def _sanity_settings(args):

@@ -15,6 +15,7 @@ from medgrid.evaluation.predict import predict
 from medgrid.evaluation.sanity import SanitySettings, sanity_rows
 from medgrid.evaluation.shift import corruption_rows
 from medgrid.evaluation.strong import StrongSettings, strong_rows
+from medgrid.evaluation.worst import worst_rows
 
 
 def clean_rows(model, split: loading.Split, cell: dict) -> list[dict]:
@@ -53,8 +54,9 @@ def evaluate(model, settings: dict, ds: loading.Dataset, *, attacks_by_norm: dic
     """All rows of one checkpoint on the test split of ``ds``, as a validated table.
 
     Clean and training-health rows (unless ``clean=False``), PGD rows for ``attacks_by_norm``; ``strong``:
-    the APGD ensemble on PGD's survivors (:mod:`medgrid.evaluation.strong`); ``sanity``: the gradient-masking checks
-    after it (:mod:`medgrid.evaluation.sanity`; ``source_model``: the standard model the transfer check attacks);
+    the ensemble of attack stages on PGD's survivors (:mod:`medgrid.evaluation.strong`); ``sanity``: the
+    gradient-masking checks after it (:mod:`medgrid.evaluation.sanity`; ``source_model``: the standard model the
+    transfer check attacks); then the per-sample worst case over all of them (:mod:`medgrid.evaluation.worst`);
     ``shift_sets``: the corruption rows on these MedMNIST-C sets ({corruption: file};
     :func:`medgrid.evaluation.shift.corruption_rows`; ``data_on``: where each set is held, medgrid.data.placement). The test images stay uint8 wherever they are held: attacks make float batches.
     """
@@ -73,10 +75,11 @@ def evaluate(model, settings: dict, ds: loading.Dataset, *, attacks_by_norm: dic
                for norm, eps_list in attacks_by_norm.items()}
         rows += pgd_rows(cell, y, pgd)
         if strong is not None:
-            strong_found, outcome = strong_rows(model, x, y, cell, pgd, strong, seed=seed)
+            strong_found, outcome = strong_rows(model, x, y, cell, pgd, strong, n_classes=ds.info.n_classes, seed=seed)
             rows += strong_found
-            if sanity is not None:
+            if sanity is not None:  # its Square and transfer finds enter the worst case too
                 rows += sanity_rows(model, x, y, cell, outcome, sanity, seed=seed, source_model=source_model)
+            rows += worst_rows(cell, outcome)
     elif strong is not None:
         raise UserError("the strong evaluation attacks PGD's survivors: give --attack-norm/--attack-eps too")
     if shift_sets:

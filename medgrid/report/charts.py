@@ -147,7 +147,7 @@ def robust_view(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def robust_vs_eps(s: pd.DataFrame, metric: str):
-    """(b) robust accuracy (worst case over the white-box attacks where evaluated, PGD elsewhere; PGD dashed
+    """(b) robust accuracy (worst case over every attack run where evaluated, PGD elsewhere; PGD dashed
     beside it) vs attack epsilon, one line per training setting; rows task, columns norm."""
     if s.empty:
         return None
@@ -180,8 +180,8 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
                                     f"{NORM_NAME[norm]} attacks", dashed=dashed))
     return alt.hconcat(*columns).properties(title=alt.Title(
         TITLES["robust_vs_eps"],
-        subtitle=[f"{name} on the test set under attack (ε = 0: clean): the worst case over PGD, APGD-CE and "
-                  "APGD-T where evaluated (solid), PGD alone elsewhere and dashed beside it;",
+        subtitle=[f"{name} on the test set under attack (ε = 0: clean): the per-sample worst case over every attack "
+                  "run where evaluated (solid; the headline table names them), PGD alone elsewhere and dashed beside it;",
                   "one line per training setting, models trained on the original data. Grey dashed: chance "
                   "(1 / number of classes). Bars: 95% t-interval over seeds (none with one seed).",
                   *health.subtitle(base)]))
@@ -226,8 +226,8 @@ def by_train_eps(s: pd.DataFrame, metric: str):
     return alt.hconcat(*columns).resolve_scale(color="independent").properties(title=alt.Title(
         TITLES["by_train_eps"],
         subtitle=[f"{name} of models trained at each ε (0: standard training) on clean test images, "
-                  "under attack in the training norm (worst case over PGD, APGD-CE, APGD-T where evaluated, "
-                  "else PGD), and on MedMNIST-C.",
+                  "under attack in the training norm (per-sample worst case over every attack run where "
+                  "evaluated, else PGD), and on MedMNIST-C.",
                   "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed).", *health.subtitle(base)]))
 
 

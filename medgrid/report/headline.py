@@ -2,11 +2,17 @@
 
 Per task, image size and architecture, one row per training setting (standard, then each norm by
 epsilon) and a few columns: clean balanced accuracy, robust balanced accuracy at one epsilon per attack
-norm (the per-sample worst case over PGD, APGD-CE and APGD-T where the cell has it, PGD otherwise),
-MedMNIST-C mean balanced accuracy, BE and rBE, and the clean balanced accuracy of the models trained on
-D_rand, D_det (on the standard row) and D_R (on its robust source's row). Every number is the mean over
-seeds with its t-based 95% interval, as :func:`medgrid.report.aggregate.by_seed` computes them for
-``summary_by_seed.parquet``.
+norm (the per-sample worst case over every attack run where the cell has it, PGD otherwise; the header
+names the attacks the cells' rows show ran), MedMNIST-C mean balanced accuracy, BE and rBE, and the clean
+balanced accuracy of the models trained on D_rand, D_det (on the standard row) and D_R (on its robust
+source's row). Every number is the mean over seeds with its t-based 95% interval, as
+:func:`medgrid.report.aggregate.by_seed` computes them for ``summary_by_seed.parquet``.
+
+Like with like: a robust number measured on a subset of the test images (the strong evaluation's
+``samples``) is shown with the clean balanced accuracy of the same images beside it (row ``clean-subset``),
+never only next to the clean column of all images. Degenerate seeds (the health check): a cell with some
+shows the mean over its healthy seeds and how many were degenerate; headline.csv has both means and
+both counts.
 
 :func:`build` turns the tidy results table into the headline's own tidy frame (one row per task x size x
 arch x setting x column); :func:`blocks` cuts that into the tables a reader sees, with their headers and
@@ -24,8 +30,14 @@ from medgrid import epsilon, results
 from medgrid.data.tasks import chance_level
 from medgrid.errors import UserError
 from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, attack_name, setting_label
-from medgrid.names import CORRUPTION_MEAN, HEADLINE_COLUMNS, HEALTH_METRIC, WHITE_BOX_KINDS
-from medgrid.report.aggregate import by_seed
+from medgrid.names import (
+    CORRUPTION_MEAN,
+    HEADLINE_COLUMNS,
+    HEALTH_METRIC,
+    ROBUST_KINDS,
+    WHITE_BOX_KINDS,
+)
+from medgrid.report.aggregate import GROUP, by_seed
 
 BLOCK = results.BLOCK
 CELL = results.BLOCK + results.SETTING  # one row of a block
@@ -36,13 +48,16 @@ NOT_COMPARABLE = "_not_comparable"  # suffix of BE / rBE measured at a size othe
 # the headline frame's columns, as written to headline.csv
 FRAME = ["task", "size", "arch", "setting", "train_norm", "train_eps", "column", "train_data", "eval_kind",
          "eval_norm", "eval_eps", "corruption", "severity", "metric", "mean", "low", "high", "n_seeds",
-         "degenerate_seeds", "best", "text"]
+         "degenerate_seeds", "mean_healthy", "low_healthy", "high_healthy", "n_healthy", "n_images",
+         "clean_same_images", "attacks", "best", "text"]
 
 # footnote marks
-DEGENERATE, PGD_ONLY, NOT_COMPARABLE_MARK = "†", "‡", "§"
+DEGENERATE, PGD_ONLY, NOT_COMPARABLE_MARK, SUBSET = "†", "‡", "§", "¶"
 NOTES = {
-    DEGENERATE: "degenerate in at least one seed (predicts one class, or clean balanced accuracy within 2 points "
-                "of chance); left out of the bold best values",
+    DEGENERATE: "†k/n: k of the n seeds are degenerate (the model predicts one class, or its clean balanced "
+                "accuracy is within 2 points of chance); the value is the mean over the n - k healthy seeds (all "
+                "k: the mean over all seeds; headline.csv has both means and both counts). Such cells are left "
+                "out of the bold best values",
     NOT_COMPARABLE_MARK: "images are not 224 px: not comparable to MedMNIST-C's AlexNet baselines (measured at "
                          "224 px)",
 }
@@ -137,7 +152,10 @@ def _order(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
 def build(df: pd.DataFrame, *, eps: dict[str, float], columns=HEADLINE_COLUMNS) -> pd.DataFrame:
     """The headline frame of a tidy results table (all seeds): one row per task x size x arch x setting x column
     that has a value, with ``mean``, ``low`` / ``high`` (the t-based 95% interval, NaN with one seed),
-    ``n_seeds``, ``degenerate_seeds`` (seeds whose model the health check flagged), ``best`` (bold) and ``text``.
+    ``n_seeds``, ``degenerate_seeds`` (seeds whose model the health check flagged), the same over the healthy
+    seeds (``mean_healthy``, ``low_healthy``, ``high_healthy``, ``n_healthy``), ``n_images`` (test images per
+    seed), for robust columns ``clean_same_images`` (clean balanced accuracy of those images, over the seeds
+    shown) and ``attacks`` (what ran: eval_kinds, and "adaptive"), ``best`` (bold) and ``text``.
 
     ``eps``: the headline epsilon of each attack norm. Columns without rows (no MedMNIST-C or feature rows yet,
     no BE for synthetic tasks) are left out; a robust column whose norm was attacked, but not at its epsilon, is
@@ -151,7 +169,7 @@ def build(df: pd.DataFrame, *, eps: dict[str, float], columns=HEADLINE_COLUMNS) 
     rows = df[df.metric != "grad_evals"]
     if rows.empty:
         raise UserError("the results table has no rows but attack costs (grad_evals)")
-    s = by_seed(rows)
+    s, healthy = by_seed(rows), by_seed(rows[~_degenerate_seed(rows)])
     parts = []
     for column in columns:
         picked = _select(s, column, eps)
@@ -167,10 +185,83 @@ def build(df: pd.DataFrame, *, eps: dict[str, float], columns=HEADLINE_COLUMNS) 
     # models' health counts
     original = frame.train_data == "original"
     frame["degenerate_seeds"] = frame.degenerate_seeds.where(original, 0).fillna(0).astype("int64")
+    frame = _with_healthy(frame, healthy)
+    frame["n_images"] = (frame.n / frame.n_seeds).round().astype("int64")
+    frame = _with_same_images(frame, s, healthy)
+    frame["attacks"] = _attacks(frame, s)
     frame["setting"] = [setting_label(n, e) for n, e in zip(frame.train_norm, frame.train_eps)]
-    frame["text"] = [_cell_text(*v) for v in zip(frame["mean"], frame.low, frame.high, frame.n_seeds)]
+    frame["text"] = [_shown_text(r) for r in frame.itertuples()]
     frame["best"] = _best(frame)
     return _order(frame[FRAME], df)
+
+
+def _degenerate_seed(rows: pd.DataFrame) -> pd.Series:
+    """Rows of the (cell, seed)s the health check flagged (models trained on the original data only)."""
+    flags = rows[(rows.eval_kind == "health") & (rows.metric == HEALTH_METRIC) & (rows.train_data == "original")
+                 & (rows.value >= 0.5)]
+    key = results.CELL
+    return rows.set_index(key).index.isin(flags.set_index(key).index)
+
+
+def _with_healthy(frame: pd.DataFrame, healthy: pd.DataFrame) -> pd.DataFrame:
+    """``mean_healthy`` ... ``n_healthy``: the same measurement over the healthy seeds only."""
+    h = healthy[GROUP + ["mean", "ci95_t_low", "ci95_t_high", "n_seeds"]].rename(
+        columns={"mean": "mean_healthy", "ci95_t_low": "low_healthy", "ci95_t_high": "high_healthy",
+                 "n_seeds": "n_healthy"})
+    out = frame.merge(h, on=GROUP, how="left")
+    out["n_healthy"] = out.n_healthy.fillna(0).astype("int64")
+    return out
+
+
+def _with_same_images(frame: pd.DataFrame, s: pd.DataFrame, healthy: pd.DataFrame) -> pd.DataFrame:
+    """``clean_same_images``: for a robust cell read from the strong evaluation on other images than the clean
+    column's (a subset of the test split), the clean balanced accuracy of those images (row clean-subset; over
+    the seeds the cell's value is the mean of); NaN elsewhere."""
+    key = CELL + ["train_data"]
+    out = frame.assign(clean_same_images=float("nan"))
+    clean = s[(s.eval_kind == "clean") & (s.metric == ACC)]
+    clean_images = out[key].merge(clean.assign(_n=clean.n / clean.n_seeds)[key + ["_n"]], on=key, how="left")._n
+    for view, shown_healthy in ((s, False), (healthy, True)):
+        same = view[(view.eval_kind == "clean-subset") & (view.metric == ACC)][key + ["mean"]]
+        values = out[key].merge(same, on=key, how="left")["mean"].to_numpy()
+        use = (out.column.str.startswith("robust_") & (out.eval_kind == "worst")
+               & (out.n_images != clean_images.round().to_numpy()))
+        use &= ((out.degenerate_seeds > 0) & (out.n_healthy > 0)) == shown_healthy
+        out.loc[use, "clean_same_images"] = values[use.to_numpy()]
+    return out
+
+
+def _attacks(frame: pd.DataFrame, s: pd.DataFrame) -> list[str]:
+    """Per robust cell, the attacks that ran at its epsilon, as the rows show them ("pgd,apgd-ce,...",
+    ",adaptive" when the strong evaluation used the adaptive schedule); "" for other columns. A table from
+    before every attack entered the worst case (no worst-white-box rows) names its white-box attacks only."""
+    at = s[s.eval_kind.isin(ROBUST_KINDS + ("worst-white-box",))]
+    out = []
+    for r in frame.itertuples():
+        if not r.column.startswith("robust_"):
+            out.append("")
+            continue
+        mine = at[(at.task == r.task) & (at["size"] == r.size) & (at.arch == r.arch) & (at.train_norm == r.train_norm)
+                  & (at.train_eps == r.train_eps) & (at.train_data == r.train_data) & (at.eval_norm == r.eval_norm)
+                  & (at.eval_eps == r.eval_eps)]
+        kinds = set(mine.eval_kind)
+        allowed = ROBUST_KINDS if "worst-white-box" in kinds else WHITE_BOX_KINDS
+        ran = [k for k in allowed if k in kinds] if r.eval_kind == "worst" else ["pgd"]
+        adaptive = mine[mine.metric == "adaptive"]["mean"]
+        out.append(",".join(ran + (["adaptive"] if r.eval_kind == "worst" and (adaptive > 0).any() else [])))
+    return out
+
+
+def _shown_text(r) -> str:
+    """The cell: the mean (over the healthy seeds where some are degenerate), and the clean balanced accuracy
+    of the same images in parentheses where a robust number is on other images than the clean column's."""
+    if r.degenerate_seeds > 0 and r.n_healthy > 0:
+        text = _cell_text(r.mean_healthy, r.low_healthy, r.high_healthy, r.n_healthy)
+    else:
+        text = _cell_text(r.mean, r.low, r.high, r.n_seeds)
+    if np.isfinite(r.clean_same_images):
+        text += f" ({SCALE * r.clean_same_images:.{DIGITS}f})"
+    return text
 
 
 def _best(frame: pd.DataFrame) -> pd.Series:
@@ -214,11 +305,19 @@ class Block:
         return f"{self.task} · {self.size} px · {self.arch}"
 
 
-def _robust_detail(kinds: set[str], pgd_steps: int | None) -> str:
-    """'worst of PGD-20, APGD-CE, APGD-T' when the column has worst-case rows, else 'PGD-20'."""
-    if "worst" in kinds:
-        return "worst of " + ", ".join(attack_name(k, pgd_steps) for k in WHITE_BOX_KINDS)
-    return attack_name("pgd", pgd_steps)
+def _robust_detail(attacks: list[str], pgd_steps: int | None) -> str:
+    """'worst of PGD-20, APGD-CE, APGD-T, transfer; adaptive' from the cells' ``attacks`` (the union, in display
+    order), else 'PGD-20'."""
+    ran = {k for a in attacks for k in a.split(",") if k}
+    kinds = [k for k in ROBUST_KINDS if k in ran]
+    if kinds == ["pgd"] or not kinds:
+        return attack_name("pgd", pgd_steps)
+    detail = "worst of " + ", ".join(attack_name(k, pgd_steps) for k in kinds)
+    return detail + ("; adaptive" if "adaptive" in ran else "")
+
+
+def _degenerate_mark(r) -> str:
+    return f"{DEGENERATE}{r.degenerate_seeds}/{r.n_seeds}" if r.degenerate_seeds > 0 else ""
 
 
 def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None = None,
@@ -229,21 +328,23 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
     for (task, size, arch), b in frame.groupby(BLOCK, sort=False):
         block = Block(task, int(size), arch, seeds=(int(b.n_seeds.min()), int(b.n_seeds.max())))
         present = [c for c in columns if c in set(b.column)]
-        marks = set()
+        marks, subsets = set(), set()
         for column in present:
             c = b[b.column == column]
             sp = spec(column, eps)
             detail = sp.detail
             if column.startswith("robust_"):
-                detail = _robust_detail(set(c.eval_kind), pgd_steps)
+                detail = _robust_detail(list(c.attacks), pgd_steps)
+                shown = c[c.clean_same_images.notna()]
+                if not shown.empty:
+                    n = ", ".join(str(v) for v in sorted(set(shown.n_images)))
+                    detail, _ = f"{detail}; {n} images {SUBSET}", subsets.add(n)
             elif c.metric.str.endswith(NOT_COMPARABLE).any():
                 detail, _ = f"{detail} {NOT_COMPARABLE_MARK}", marks.add(NOT_COMPARABLE_MARK)
             block.headers.append((sp.title, detail))
         settings = b[["train_norm", "train_eps", "setting"]].drop_duplicates()
         for norm, e, label in settings.itertuples(index=False):
             row = b[(b.train_norm == norm) & (b.train_eps == e)].set_index("column")
-            if (row.degenerate_seeds > 0).any():
-                label, _ = label + " " + DEGENERATE, marks.add(DEGENERATE)
             cells = []
             for column in present:
                 if column not in row.index:
@@ -252,14 +353,19 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
                 r = row.loc[column]
                 fallback = (column.startswith("robust_") and r.eval_kind == "pgd"
                             and "worst" in set(b[b.column == column].eval_kind))
-                if fallback:
-                    marks.add(PGD_ONLY)
-                cells.append(Cell(r.text, bool(r.best), PGD_ONLY if fallback else ""))
+                mark = (PGD_ONLY if fallback else "") + _degenerate_mark(r)
+                marks |= {m for m in (PGD_ONLY, DEGENERATE) if m in mark}
+                cells.append(Cell(r.text, bool(r.best), mark))
             block.rows.append((label, cells))
         block.notes = [(m, NOTES[m]) for m in (DEGENERATE, NOT_COMPARABLE_MARK) if m in marks]
         if PGD_ONLY in marks:
-            block.notes.append((PGD_ONLY, f"{attack_name('pgd', pgd_steps)} only: this model has no APGD "
-                                          "evaluation at this ε"))
+            block.notes.append((PGD_ONLY, (f"{attack_name('pgd', pgd_steps)} only: this model has no strong "
+                                           "evaluation at this ε")))
+        if subsets:
+            block.notes.append((SUBSET, (f"measured on a seeded subset of the test images "
+                                         f"({'; '.join(sorted(subsets))} per seed; the clean column uses all of "
+                                         "them); in parentheses the clean balanced accuracy of the same images, "
+                                         "which the robust value cannot exceed")))
         missing = [spec(c, eps).title for c in columns if c not in present]
         if missing:
             block.notes.append(("", f"No rows for {', '.join(missing)}: left out."))

@@ -34,7 +34,7 @@ def write_csv(frame: pd.DataFrame, path) -> Path:
 TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "∞": r"$_\infty$", "ε": r"$\varepsilon$",
        "±": r"$\pm$", "·": r"$\cdot$", "–": "--", "−": "$-$", headline.DEGENERATE: r"$^\dagger$",
-       headline.PGD_ONLY: r"$^\ddagger$", headline.NOT_COMPARABLE_MARK: r"\S{}"}
+       headline.PGD_ONLY: r"$^\ddagger$", headline.NOT_COMPARABLE_MARK: r"\S{}", headline.SUBSET: r"\P{}"}
 
 
 DATASET = re.compile(r"D_(rand|det|R)\b")  # Ilyas et al.'s datasets, written D_rand in plain text

@@ -23,8 +23,8 @@ import vl_convert as vlc
 from medgrid import epsilon, results
 from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
-from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, robust_label, setting_label
-from medgrid.names import EVAL_KINDS
+from medgrid.labels import ATTACK_NAME, DATA_LABEL, NORM_NAME, NORM_ORDER, robust_label, setting_label
+from medgrid.names import EVAL_KINDS, ROBUST_KINDS
 from medgrid.report import chart_parts, charts, registry
 from medgrid.report.aggregate import by_seed
 from medgrid.report.audit import write_audit_html
@@ -106,9 +106,9 @@ def save(chart, out_dir: Path, name: str, title: str | None = None) -> list[Path
 
 
 def _evaluation(row) -> str:
-    if row.eval_kind == "clean":
-        return "clean"
-    if row.eval_kind in ("pgd", "apgd-ce", "apgd-t", "worst", "square", "transfer"):
+    if row.eval_kind in ("clean", "clean-subset"):
+        return ATTACK_NAME.get(row.eval_kind, row.eval_kind)
+    if row.eval_kind in ROBUST_KINDS + ("worst", "worst-white-box", "pgd-subset"):
         return robust_label(row.eval_kind, row.eval_norm, row.eval_eps)
     if row.eval_kind == "sanity":
         if row.eval_norm == "none":

@@ -220,7 +220,11 @@ def evaluate_options(attack_grid=None):
     options = {"attack_steps": ev["attack_steps"], "restarts": ev["restarts"]}
     flags = ""
     if strong.get("enabled", True):
+        attacks = strong.get("attacks")
         options.update(
+            strong_attacks=",".join(attacks) if attacks else None,
+            strong_schedule=strong.get("schedule", "adaptive"),
+            strong_square_queries=strong.get("square_queries", 5000),
             strong_iterations=strong.get("iterations", 100),
             strong_samples=strong.get("samples"),
             apgd_targets=strong.get("apgd_targets", 9),
