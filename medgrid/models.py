@@ -167,13 +167,15 @@ MODELS: dict[str, Callable[[int, int, int], Classifier]] = {
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
-    """Model in eval mode (BatchNorm uses running statistics, e.g. during an attack); restored after."""
-    was_training = model.training
+    """Model in eval mode (BatchNorm uses running statistics, e.g. during an attack); each submodule's own mode
+    restored after (``train(was)`` on the top would switch an eval-mode model inside a training-mode wrapper)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, was_training in modes:
+            m.training = was_training
 
 
 def build(arch: str, in_channels: int, n_classes: int, size: int) -> Classifier:

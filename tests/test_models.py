@@ -36,3 +36,13 @@ def test_normalisation_is_fitted_and_saved():
 def test_unknown_arch_lists_valid_names():
     with pytest.raises(UserError, match="cnn-small.*resnet18"):
         models.build("vgg", 1, 2, 28)
+
+
+def test_eval_mode_restores_each_submodule_as_it_was():
+    """A training-mode wrapper around an eval-mode model: both come back as they were (not all in training)."""
+    inner = models.build("cnn-small", 1, 4, 28).eval()
+    wrapper = torch.nn.Sequential(inner)
+    assert wrapper.training and not inner.training
+    with models.eval_mode(wrapper):
+        assert not any(m.training for m in wrapper.modules())
+    assert wrapper.training and not inner.training and not any(m.training for m in inner.modules())
