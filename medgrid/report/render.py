@@ -25,7 +25,7 @@ from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
 from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, robust_label, setting_label
 from medgrid.names import EVAL_KINDS
-from medgrid.report import chart_parts, charts, registry
+from medgrid.report import chart_features, chart_parts, charts, registry
 from medgrid.report.aggregate import by_seed
 from medgrid.report.audit import write_audit_html
 
@@ -179,6 +179,7 @@ def make_charts(summary, out_dir, *, metric: str = "balanced_acc", history=None)
     out_dir = Path(out_dir)
     s = chart_parts.seed_view(df, metric)
     builders = {name: functools.partial(build, s, metric) for name, build in charts.BUILDERS.items()}
+    builders.update({name: functools.partial(build, df, metric) for name, build in chart_features.BUILDERS.items()})
     if history is not None:
         from medgrid.report import chart_training
         from medgrid.report import history as histories
