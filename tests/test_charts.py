@@ -334,7 +334,7 @@ def test_nonrobust_features_shows_intervals_the_test_and_d_r_robustness(full_tab
     drand = clean[(clean.train_data == "drand") & (clean.task == "synthetic")].iloc[0]
     assert drand.n_seeds == 9 and drand.n_grid_seeds == 3 and drand.lo < drand["mean"] < drand.hi
     assert drand["mean"] == pytest.approx(0.45, abs=0.03)
-    assert "above chance (p < 0.001)" in drand.value_text
+    assert (drand.value_text, drand.test_text) == (f"{drand['mean']:.0%}", "above chance · p < 0.001")
     # D_R's robust accuracy beside its clean accuracy, the attack named; the standard model's at the same attack
     robust = d[d.measure != "clean"]
     assert set(robust.train_data) == {"drobust", "original"}

@@ -44,8 +44,7 @@ TITLES = {chart.name: chart.title for chart in registry.CHARTS}
 PALETTE = {"original": OKABE_ITO[0], "drand": OKABE_ITO[1], "ddet": OKABE_ITO[2], "drobust": OKABE_ITO[3]}
 NONROBUST = list(constructions.NONROBUST)
 ROBUST_KEY = ["panel", *results.MODEL, "eval_norm", "eval_eps", "metric"]
-TEXTURE = {"texture_alignment": "texture alignment (cosine with target − source texture)",
-           "off_texture_share": "share of the perturbation off every texture"}
+TEXTURE = ("texture_alignment", "off_texture_share")  # the alignment rows (medgrid.features.alignment)
 
 
 def _robust_rows(df: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
@@ -71,13 +70,13 @@ def _robust_rows(df: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
                                                                                   r.eval_eps)])
 
 
-def _value_text(mean: float, p: float, train_data: str, flagged: bool) -> str:
-    """'31% · above chance (p = 0.002)' for D_rand / D_det with a test; '26% · at chance' for a model the
-    health check flagged (one model, no test); the value alone otherwise."""
-    text = f"{mean:.0%}"
+def _value_text(mean: float, p: float, train_data: str, flagged: bool) -> tuple[str, str]:
+    """(value, test) lines over a bar: ('31%', 'above chance · p = 0.002') for D_rand / D_det with a test,
+    ('', '26% · at chance') for a model the health check flagged (one model, no test), ('', '84%') otherwise."""
+    value = f"{mean:.0%}"
     if train_data in NONROBUST and np.isfinite(p):
-        return text + f" · {'above chance' if p < ALPHA else 'not above chance'} ({p_text(p)})"
-    return text + (" · at chance" if flagged and train_data != "original" else "")
+        return value, f"{'above chance' if p < ALPHA else 'not above chance'} · {p_text(p)}"
+    return "", value + (" · at chance" if flagged and train_data != "original" else "")
 
 
 def nonrobust_features(df: pd.DataFrame, metric: str):
@@ -95,14 +94,16 @@ def nonrobust_features(df: pd.DataFrame, metric: str):
     chosen = headline_construction(feat[nonrobust].construction)
     feat = feat[~nonrobust | (feat.construction == chosen)]
     orig = clean[(clean.train_data == "original") & (clean.train_norm == "none") & clean.panel.isin(feat.panel)]
-    d = pd.concat([orig.assign(measure="clean"), feat.assign(measure="clean"), _robust_rows(df, s)],
+    robust = _robust_rows(df, s)
+    d = pd.concat([orig.assign(measure="clean"), feat.assign(measure="clean")] + ([robust] if len(robust) else []),
                   ignore_index=True)
     d["data_label"] = [DATA_LABEL[t] + ("" if n == "none" else f" ({setting_label(n, e)} training)")
                        for t, n, e in zip(d.train_data, d.train_norm, d.train_eps)]
     d["data_order"] = d.train_data.map(DATA_ORDER) * 10 + d.train_norm.map(NORM_ORDER)
     p = d.p_above_chance.where(d.measure == "clean") if "p_above_chance" in d else pd.Series(np.nan, index=d.index)
-    flagged = d.degenerate.fillna(False).astype(bool) & (d.measure == "clean")
-    d["value_text"] = [_value_text(v, q, t, f) for v, q, t, f in zip(d["mean"], p, d.train_data, flagged)]
+    flagged = d.degenerate.astype("boolean").fillna(False).astype(bool) & (d.measure == "clean")
+    lines = [_value_text(v, q, t, f) for v, q, t, f in zip(d["mean"], p, d.train_data, flagged)]
+    d["value_text"], d["test_text"] = [a for a, _ in lines], [b for _, b in lines]
     d["data_kind"] = d.train_data.map(DATA_LABEL)
     order = list(d.sort_values("data_order").data_label.drop_duplicates())
     measures = ["clean"] + sorted(set(d.measure) - {"clean"})
@@ -122,9 +123,11 @@ def nonrobust_features(df: pd.DataFrame, metric: str):
     hollow = health.hollow_marks("bar", alt.Stroke("data_kind:N", scale=scale, legend=None), tips,
                                  x=x, y=y, **xoff)
     err = alt.Chart().mark_rule(strokeWidth=1.5, color="#333333").encode(x=x, y="lo:Q", y2="hi:Q", **xoff)
-    text = alt.Chart().mark_text(dy=-7, fontSize=10, angle=0).encode(x=x, y="hi:Q", text="value_text:N", **xoff)
-    width = max(CELL_W, 60 * len(order) * len(measures))
-    layer = alt.layer(bars, hollow, err, text, *chance_layers(label=False), data=d).properties(
+    text = [alt.Chart().mark_text(dy=dy, fontSize=10, baseline="bottom").encode(x=x, y="hi:Q", text=f"{field}:N",
+                                                                                 **xoff)
+            for field, dy in (("test_text", -3), ("value_text", -16))]
+    width = max(CELL_W, 75 * len(order) * len(measures))
+    layer = alt.layer(bars, hollow, err, *text, *chance_layers(label=False), data=d).properties(
         width=width, height=CELL_H)
     models = (f"{int(feat.n_seeds.min())}-{int(feat.n_seeds.max())}" if feat.n_seeds.nunique() > 1
               else f"{int(feat.n_seeds.iloc[0])}")
@@ -164,8 +167,7 @@ def _sweep_panel(d: pd.DataFrame, y_title: str, title: str, chance: bool, tips):
     layers = [base.mark_line(strokeWidth=2).encode(x=x, y=y, color=color, strokeDash=dash,
                                                    detail="metric:N", order="steps:Q"),
               base.mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color),
-              base.mark_point(filled=True, size=50).encode(x=x, y=y, color=color, shape=alt.Shape(
-                  "attack_eps:N", title="attack"), tooltip=tips)]
+              base.mark_point(filled=True, size=50).encode(x=x, y=y, color=color, tooltip=tips)]
     if chance:
         layers += chance_layers()
     layer = alt.layer(*layers, data=d).properties(width=CELL_W, height=CELL_H)
@@ -196,14 +198,11 @@ def nonrobust_sweep(df: pd.DataFrame, metric: str):
     texture = [t for t in texture if not t.empty]
     if texture:
         t = pd.concat(texture, ignore_index=True)
-        t = t.assign(data_kind=t.data_kind + " · " + t.metric.map({"texture_alignment": "alignment",
-                                                                  "off_texture_share": "off-texture share"}))
         ttips = tooltip(alt_tooltip("metric", "measure"), alt_tooltip("attack_eps", "attack"),
                         alt_tooltip("steps", "steps", kind="Q"), alt_tooltip("n_seeds", "datasets", kind="Q"),
                         *interval_tips("value"))
         panels.append(_texture_panel(t, ttips))
-    return alt.hconcat(*panels).resolve_scale(color="independent", strokeDash="independent",
-                                              shape="independent").properties(title=alt.Title(
+    return alt.hconcat(*panels).resolve_scale(color="shared", strokeDash="independent").properties(title=alt.Title(
         TITLES["nonrobust_sweep"],
         subtitle=[f"Left: {name} on the original test set of the models trained on D_rand / D_det, per attack "
                   "setting (log steps; one line per epsilon). Bars: 95% t-interval over all models.",
@@ -214,25 +213,23 @@ def nonrobust_sweep(df: pd.DataFrame, metric: str):
 
 
 def _texture_panel(t: pd.DataFrame, tips):
-    kinds = sorted(set(t.data_kind))
-    palette = {k: PALETTE["drand" if k.startswith(DATA_LABEL["drand"]) else "ddet"] for k in kinds}
+    """The texture measures against the steps: colour the dataset, dash the measure, one line per epsilon."""
+    kinds = [DATA_LABEL[k] for k in NONROBUST if DATA_LABEL[k] in set(t.data_kind)]
     values = sorted(set(t.steps))
     x = alt.X("steps:Q", title="attack steps", scale=alt.Scale(type="log"), axis=alt.Axis(values=values, format="d"))
     y = alt.Y("mean:Q", title="texture measure", scale=alt.Scale(domain=[0, 1]))
-    color = alt.Color("data_kind:N", title="perturbations", scale=alt.Scale(domain=kinds,
-                                                                             range=[palette[k] for k in kinds]))
-    dash = alt.StrokeDash("metric:N", title="measure", scale=alt.Scale(
-        domain=list(TEXTURE), range=[[1, 0], [4, 3]]), legend=alt.Legend(labelExpr="datum.label == "
-                                                                          "'texture_alignment' ? 'alignment' : "
-                                                                          "'off-texture share'"))
+    color = alt.Color("data_kind:N", title="dataset", scale=alt.Scale(
+        domain=kinds, range=[PALETTE[k] for k in NONROBUST if DATA_LABEL[k] in kinds]))
+    names = {"texture_alignment": "alignment with target − source texture", "off_texture_share": "off-texture share"}
+    t = t.assign(measure=t.metric.map(names))
+    dash = alt.StrokeDash("measure:N", title="measure", scale=alt.Scale(domain=list(names.values()),
+                                                                       range=[[1, 0], [4, 3]]))
     base = alt.Chart()
     layer = alt.layer(
-        base.mark_line(strokeWidth=2).encode(x=x, y=y, color=color, strokeDash=dash,
-                                             detail="attack_eps:N", order="steps:Q"),
+        base.mark_line(strokeWidth=2).encode(x=x, y=y, color=color, strokeDash=dash, detail="attack_eps:N",
+                                             order="steps:Q"),
         base.mark_rule(strokeWidth=1.5).encode(x=x, y="lo:Q", y2="hi:Q", color=color),
-        base.mark_point(filled=True, size=45).encode(x=x, y=y, color=color, shape=alt.Shape("attack_eps:N",
-                                                                                          title="attack"),
-                                                      tooltip=tips),
+        base.mark_point(filled=True, size=45).encode(x=x, y=y, color=color, tooltip=tips),
         data=t).properties(width=CELL_W, height=CELL_H)
     return layer.facet(row=alt.Row("panel:N", header=header())).properties(
         title=alt.Title("perturbations vs the planted textures", fontSize=13))
