@@ -38,6 +38,9 @@ TRAIN_DATA = ("original", "drand", "ddet", "drobust")
 NONROBUST_MODES = {"rand": "drand", "det": "ddet"}  # `medgrid features nonrobust --mode` -> train_data
 RAND_TARGETS = ("all", "other")  # D_rand targets: uniform over all classes, or over the classes != y
 ROBUST_INITS = ("other", "noise")  # D_R starts: another training image, or uniform noise
+# the construction column of rows not about a D_rand / D_det dataset of an attack setting (and of tables
+# written before the setting was recorded); otherwise the setting's token (medgrid.constructions)
+NO_CONSTRUCTION = "none"
 
 # ------------------------------------------------------------------------------- results table
 # eval_kind: what produced a row. clean; white-box attacks (pgd, and the strong evaluation's stages apgd-ce,
@@ -56,8 +59,10 @@ STRONG_SCHEDULES = ("adaptive", "full")
 SANITY_CHECKS = ("monotone", "unbounded", "pgd_vs_worst", "black_box", "transfer")  # metrics of sanity rows
 CHART_METRICS = ("balanced_acc", "acc")  # the metrics `medgrid charts --metric` can show
 # the headline table's columns (`medgrid table --columns`, config headline.columns), in display order:
-# clean, robust at one epsilon per attack norm, MedMNIST-C mean, BE, rBE, models trained on D_rand / D_det / D_R
-HEADLINE_COLUMNS = ("clean", "robust_linf", "robust_l2", "corruption", "be", "rbe", "drand", "ddet", "drobust")
+# clean, robust at one epsilon per attack norm, MedMNIST-C mean, BE, rBE, models trained on D_rand / D_det
+# (clean balanced accuracy, then AUC) and D_R
+HEADLINE_COLUMNS = ("clean", "robust_linf", "robust_l2", "corruption", "be", "rbe", "drand", "drand_auc", "ddet",
+                    "ddet_auc", "drobust")
 HEALTH_METRIC = "degenerate"  # eval_kind health: 1.0 when a cell predicts one class or sits at chance
 # the rows of eval_kind "health" (medgrid/health.py): degenerate 1.0 when the model predicts one class on
 # the test split or its balanced accuracy is within DEGENERATE_MARGIN of chance (1 / classes), else 0.0;

@@ -13,7 +13,7 @@ import pandas as pd
 
 from medgrid.atomic import atomic_outputs
 from medgrid.errors import UserError
-from medgrid.names import EVAL_KINDS, NO_CORRUPTION, NO_NORM, TRAIN_DATA, TRAIN_NORMS
+from medgrid.names import EVAL_KINDS, NO_CONSTRUCTION, NO_CORRUPTION, NO_NORM, TRAIN_DATA, TRAIN_NORMS
 
 # column -> pandas dtype, in the order the table is written
 SCHEMA: dict[str, str] = {
@@ -24,6 +24,8 @@ SCHEMA: dict[str, str] = {
     "train_eps": "float64",
     "seed": "int64",
     "train_data": "string",
+    "construction": "string",
+    "model_seed": "int64",
     "eval_kind": "string",
     "eval_norm": "string",
     "eval_eps": "float64",
@@ -34,11 +36,17 @@ SCHEMA: dict[str, str] = {
     "n": "int64",
 }
 COLUMNS = list(SCHEMA)
+# columns added after tables were first written: an older table without them reads with these values
+# (construction: the attack setting of a D_rand / D_det dataset, medgrid.constructions; model_seed: which of
+# the models trained on one constructed dataset, 0 the first)
+DEFAULTS: dict[str, object] = {"construction": NO_CONSTRUCTION, "model_seed": 0}
 # A row's model, in one definition every consumer (health, history, audit, charts, headline) uses:
 BLOCK = ["task", "size", "arch"]  # one task at one size and arch: a headline block, a chart panel
 SETTING = ["train_norm", "train_eps"]  # how the grid trained it: a row of the headline table
-CELL = BLOCK + SETTING + ["seed", "train_data"]  # one trained model (a grid cell, or one on an Ilyas dataset)
-MODEL = [c for c in CELL if c != "seed"]  # a model over its seeds
+# one trained model: a grid cell, or one of the models trained on an Ilyas dataset (which construction, which model)
+CELL = BLOCK + SETTING + ["seed", "train_data", "construction", "model_seed"]
+REPLICATES = ["seed", "model_seed"]  # what varies between the replicates of one model: grid seed, model seed
+MODEL = [c for c in CELL if c not in REPLICATES]  # a model over its seeds (and model seeds)
 # the columns that identify a measurement; (KEY, value) is unique in a valid table
 KEY = [c for c in COLUMNS if c not in ("value", "n")]
 
@@ -53,6 +61,8 @@ def cell_columns(settings: Mapping) -> dict:
         "train_eps": float(settings["eps"]),
         "seed": int(settings["seed"]),
         "train_data": settings.get("train_data", "original"),
+        "construction": settings.get("construction", NO_CONSTRUCTION),
+        "model_seed": int(settings.get("model_seed", 0)),
     }
 
 
@@ -63,6 +73,12 @@ def make_row(cell: Mapping, *, eval_kind: str, metric: str, value: float, n: int
     return {**cell, "eval_kind": eval_kind, "eval_norm": eval_norm, "eval_eps": float(eval_eps),
             "corruption": corruption, "severity": int(severity), "metric": metric,
             "value": float(value), "n": int(n)}
+
+
+def with_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every :data:`DEFAULTS` column it lacks (an older table) filled with its default."""
+    missing = {c: v for c, v in DEFAULTS.items() if c not in df.columns}
+    return df.assign(**missing) if missing else df
 
 
 def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataFrame:
@@ -86,8 +102,9 @@ def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataF
 
 
 def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
-    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why."""
-    out = coerce(df, SCHEMA, source)
+    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why. A table
+    written before a :data:`DEFAULTS` column existed gets that column's default."""
+    out = coerce(with_defaults(df), SCHEMA, source)
     for col, allowed in (("train_norm", TRAIN_NORMS), ("eval_norm", TRAIN_NORMS),
                          ("train_data", TRAIN_DATA), ("eval_kind", EVAL_KINDS)):
         bad = sorted(set(out[col]) - set(allowed))
@@ -97,6 +114,8 @@ def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
         raise UserError(f"{source}: negative epsilon")
     if (out["n"] < 0).any():
         raise UserError(f"{source}: negative n")
+    if (out["model_seed"] < 0).any():
+        raise UserError(f"{source}: negative model_seed")
     dup = out.duplicated(KEY, keep=False)
     if dup.any():
         first = out[dup].iloc[0]

@@ -44,7 +44,7 @@ def torch_generator(seed: int, *stream: int, device="cpu"):
     return torch.Generator(device=device).manual_seed(derive(seed, *stream))
 
 
-def training_seeds(seed: int, train_data: str = "original") -> dict[str, int]:
+def training_seeds(seed: int, train_data: str = "original", model_seed: int = 0) -> dict[str, int]:
     """The seeds of one training run: ``init`` (weights, via :func:`seed_everything`), ``order`` (batch
     order) and ``attack`` (adversarial-training random starts).
 
@@ -53,11 +53,22 @@ def training_seeds(seed: int, train_data: str = "original") -> dict[str, int]:
     must be a fresh model: it gets seeds drawn from the stream (seed, STREAM_INDEPENDENT_MODEL, dataset),
     so it shares neither the initial weights nor the batch order of the source cell (same grid seed)
     whose model made the dataset, and each dataset's model differs from the others'.
+
+    ``model_seed`` k numbers the independent models trained on one constructed dataset: model 0 draws from
+    the stream above (the seeds the first model always had), model k >= 1 from (seed,
+    STREAM_INDEPENDENT_MODEL, dataset, k). ``train_data`` is the dataset's kind (drand, ddet, drobust), not
+    its attack setting: model k of every setting of a sweep starts from the same weights and batch order,
+    so the settings are compared on paired models.
     """
     if train_data == "original":
+        if model_seed:
+            raise ValueError("model_seed is for models trained on a constructed dataset; a grid cell has its seed")
         return {"init": int(seed), "order": int(seed), "attack": int(seed) + 1}
+    if model_seed < 0:
+        raise ValueError(f"model_seed must be >= 0, got {model_seed}")
     dataset = int.from_bytes(train_data.encode(), "little")  # the dataset's name as an integer
-    init, order, attack = numpy_rng(seed, STREAM_INDEPENDENT_MODEL, dataset).integers(0, 2**31, size=3)
+    stream = (STREAM_INDEPENDENT_MODEL, dataset) + ((int(model_seed),) if model_seed else ())
+    init, order, attack = numpy_rng(seed, *stream).integers(0, 2**31, size=3)
     return {"init": int(init), "order": int(order), "attack": int(attack)}
 
 

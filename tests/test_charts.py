@@ -14,7 +14,7 @@ from conftest import headless
 from medgrid import epsilon, labels, results
 from medgrid.data import npz, synthetic, tasks
 from medgrid.errors import UserError
-from medgrid.report import chart_parts, charts, render
+from medgrid.report import chart_features, chart_parts, charts, render
 
 pytest.importorskip("altair")
 pytest.importorskip("vl_convert")
@@ -23,9 +23,41 @@ SETTINGS = [("none", 0.0), ("linf", 2 / 255), ("linf", 4 / 255), ("l2", 0.5)]
 CORRUPTIONS = ("gaussian_blur", "jpeg", "pixelate")
 
 
-def _cell(task, norm, eps, seed, train_data="original"):
+def _cell(task, norm, eps, seed, train_data="original", construction="none", model_seed=0):
     return results.cell_columns({"task": task, "size": 28, "arch": "cnn-small", "norm": norm, "eps": eps,
-                                 "seed": seed, "train_data": train_data})
+                                 "seed": seed, "train_data": train_data, "construction": construction,
+                                 "model_seed": model_seed})
+
+
+SWEEP = {"l2-0.5-10x0.1": 0.30, "l2-0.5-100x0.1": 0.45}  # attack setting -> D_rand accuracy of the hand-made table
+
+
+def _feature_rows(task, seed, rng):
+    """Three models per dataset: D_rand / D_det at two attack settings (clean balanced accuracy and AUC; texture
+    alignment on the synthetic task), D_R from the linf 4/255 cell (clean and PGD)."""
+    rows = []
+    for construction, acc in SWEEP.items():
+        for data, value in (("drand", acc), ("ddet", acc - 0.2)):
+            for model in range(3):
+                c = _cell(task, "none", 0.0, seed, data, construction, model)
+                rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc",
+                                             value=value + rng.normal(0, 0.02), n=1000))
+                rows.append(results.make_row(c, eval_kind="clean", metric="auc", value=0.8 + rng.normal(0, 0.02),
+                                             n=1000))
+            if task == "synthetic":
+                c = _cell(task, "none", 0.0, seed, data, construction)
+                for metric, v in (("texture_alignment", acc), ("off_texture_share", 1 - acc)):
+                    rows.append(results.make_row(c, eval_kind="features", eval_norm="l2", eval_eps=0.5,
+                                                 metric=metric, value=v + rng.normal(0, 0.01), n=3000))
+    rows.append(results.make_row(_cell(task, "linf", 4 / 255, seed, "drobust"), eval_kind="features",
+                                 metric="source_acc", value=0.8, n=1000))
+    for model in range(3):
+        c = _cell(task, "none", 0.0, seed, "drobust", model_seed=model)
+        rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc", value=0.8 + rng.normal(0, 0.01),
+                                     n=1000))
+        rows.append(results.make_row(c, eval_kind="pgd", eval_norm="linf", eval_eps=4 / 255, metric="balanced_acc",
+                                     value=0.6 + rng.normal(0, 0.01), n=1000))
+    return rows
 
 
 def make_table(*, shift=True, features=True, seeds=(0, 1, 2), tasks=("synthetic", "breastmnist")):
@@ -59,10 +91,7 @@ def make_table(*, shift=True, features=True, seeds=(0, 1, 2), tasks=("synthetic"
                     rows.append(results.make_row(c, eval_kind="corruption", corruption="mean", severity=0,
                                                  metric="balanced_acc", value=float(np.mean(per)), n=15000))
             if features:
-                for data, value in (("drand", 0.74), ("ddet", 0.45), ("drobust", 0.80)):
-                    c = _cell(task, "none", 0.0, seed, data)
-                    rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc",
-                                                 value=value + rng.normal(0, 0.01), n=1000))
+                rows += _feature_rows(task, seed, rng)
     return results.from_rows(rows)
 
 
@@ -101,7 +130,10 @@ def _spec_of(html_path):
     return json.loads(page[start:page.index(";\n", start)].replace("<\\/", "</"))
 
 
-@pytest.mark.parametrize("name", list(charts.BUILDERS))
+BUILDERS = {**charts.BUILDERS, **chart_features.BUILDERS}  # every chart drawn from the summary
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
 def test_each_chart_builds_exports_and_carries_coordinates(full_charts, name):
     out, status = full_charts
     assert status[name] == "chart", f"{name} should build from a table that has its rows"
@@ -158,7 +190,7 @@ def test_one_registry_lists_every_chart():
     from medgrid.report import chart_training, registry
 
     summary = [c.name for c in registry.CHARTS if c.source == "summary"]
-    assert summary == list(charts.BUILDERS)
+    assert sorted(summary) == sorted(BUILDERS)
     assert [c.name for c in registry.CHARTS if c.source == "history"] == [chart_training.NAME]
     assert len({c.label for c in registry.CHARTS}) == len(registry.CHARTS)
     for chart in registry.CHARTS:
@@ -172,8 +204,9 @@ def test_missing_rows_give_placeholders_and_exports(tmp_path):
     out = tmp_path / "charts"
     status = render.make_charts(path, out)
     assert status == {"tradeoff": "placeholder", "robust_vs_eps": "chart", "by_train_eps": "chart",
-                      "nonrobust_features": "placeholder", "corruption_heatmap": "placeholder"}
-    for name in charts.BUILDERS:
+                      "nonrobust_features": "placeholder", "corruption_heatmap": "placeholder",
+                      "nonrobust_sweep": "placeholder"}
+    for name in BUILDERS:
         for fmt in render.FORMATS:
             assert (out / f"{name}.{fmt}").stat().st_size > 0
     assert "no rows yet" in (out / "tradeoff.svg").read_text()
@@ -283,3 +316,44 @@ def test_html_renders_offline_in_headless_chromium(chromium, tmp_path, full_char
     # points, bars and labels (blues and oranges) besides its dark axes and text
     chroma = rgb.max(axis=2) - rgb.min(axis=2)
     assert rgb.std() > 5 and (chroma > 60).sum() > 300, "the chart HTML rendered blank (is Vega inlined?)"
+
+
+# ------------------------------------------------------------------------------- Ilyas et al.'s charts
+
+
+def _values(chart) -> pd.DataFrame:
+    spec = chart.to_dict()
+    return pd.concat([pd.DataFrame(v) for v in spec["datasets"].values()], ignore_index=True)
+
+
+def test_nonrobust_features_shows_intervals_the_test_and_d_r_robustness(full_table):
+    d = _values(chart_features.nonrobust_features(full_table, "balanced_acc"))
+    clean = d[d.measure == "clean"]
+    # of the sweep, Ilyas' setting only; every bar over all models: 3 grid seeds x 3 models
+    assert set(clean[clean.train_data == "drand"].construction) == {"l2-0.5-100x0.1"}
+    drand = clean[(clean.train_data == "drand") & (clean.task == "synthetic")].iloc[0]
+    assert drand.n_seeds == 9 and drand.n_grid_seeds == 3 and drand.lo < drand["mean"] < drand.hi
+    assert drand["mean"] == pytest.approx(0.45, abs=0.03)
+    assert (drand.value_text, drand.test_text) == (f"{drand['mean']:.0%}", "above chance · p < 0.001")
+    # D_R's robust accuracy beside its clean accuracy, the attack named; the standard model's at the same attack
+    robust = d[d.measure != "clean"]
+    assert set(robust.train_data) == {"drobust", "original"}
+    assert set(robust.measure) == {"robust: PGD L∞ 4/255"}
+
+
+def test_nonrobust_sweep_plots_each_setting_and_the_texture(full_table):
+    chart = chart_features.nonrobust_sweep(full_table, "balanced_acc")
+    d = _values(chart)
+    acc = d[d.metric == "balanced_acc"]
+    assert set(acc.steps) == {10, 100} and set(acc.train_data) == {"drand", "ddet"}
+    by = acc[(acc.task == "synthetic") & (acc.train_data == "drand")].set_index("steps")["mean"]
+    assert by[100] > by[10]
+    texture = d[d.metric == "texture_alignment"]
+    assert set(texture.task) == {"synthetic"} and set(texture.steps) == {10, 100}
+    assert "perturbations vs the planted textures" in str(chart.to_dict())
+
+
+def test_nonrobust_sweep_needs_recorded_settings():
+    table = make_table(shift=False)
+    unrecorded = table.assign(construction="none").drop_duplicates(results.KEY)
+    assert chart_features.nonrobust_sweep(unrecorded, "balanced_acc") is None

@@ -292,3 +292,118 @@ def test_cli_allow_any_source(task, capsys, tmp_path):
                         "--table", str(tmp_path / "x.parquet")], capsys)
     assert code == 0, err
     assert pd.read_parquet(tmp_path / "x.parquet").train_norm.iloc[0] == "linf"
+
+
+# ----------------------------------------------------------------------- texture alignment (ground truth)
+
+
+def test_alignment_is_one_along_target_minus_source_and_about_zero_for_noise():
+    from medgrid.data import synthetic
+    from medgrid.features import alignment
+
+    patterns = synthetic.texture_patterns(C, 28, seed=0)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, C, 200)
+    t = (y + rng.integers(1, C, 200)) % C
+    for channels in (1, 3):
+        exact = 3 * (patterns[t] - patterns[y]).astype(np.int16)  # grey levels, as the datasets hold them
+        exact = exact if channels == 1 else np.repeat(exact[..., None], 3, axis=-1)
+        align, share = alignment.per_image(exact, y, t, patterns)
+        np.testing.assert_allclose(align, 1.0)
+        np.testing.assert_allclose(share, 0.0, atol=1e-12)
+        # the opposite direction (towards the source) is -1
+        assert np.allclose(alignment.per_image(-exact, y, t, patterns)[0], -1.0)
+        noise = rng.integers(-4, 5, size=exact.shape)
+        align, share = alignment.per_image(noise, y, t, patterns)
+        pixels = exact[0].size
+        assert abs(align.mean()) < 0.01 and align.std() < 3 / np.sqrt(pixels)
+        assert share.mean() == pytest.approx(1 - C / pixels, abs=0.01)
+    # undefined where the label did not change or the image was not moved
+    align, share = alignment.per_image(np.zeros((2, 28, 28)), np.array([0, 1]), np.array([0, 2]), patterns)
+    assert np.isnan(align).all() and np.isnan(share).all()
+
+
+def test_the_data_seeds_textures_are_checked_against_the_images():
+    from medgrid.data import synthetic
+    from medgrid.features import alignment
+
+    arrays = synthetic.generate("synthetic", 28, seed=0, n_train=200, n_val=4, n_test=4)
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    assert alignment.pattern_match(images, labels, synthetic.texture_patterns(C, 28, seed=0)) > 0.99
+    assert alignment.pattern_match(images, labels, synthetic.texture_patterns(C, 28, seed=5)) < 0.9
+
+
+def test_cli_alignment_rows_name_the_attack_setting(task, capsys, tmp_path):
+    root, d, ds, _ = task
+    npz = tmp_path / "ddet.npz"
+    assert run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data", str(d), "--mode", "det",
+                "--steps", "5", "--out", str(npz), "--table", str(tmp_path / "made.parquet")], capsys)[0] == 0
+    made = results.read_table(tmp_path / "made.parquet")
+    assert set(made.construction) == {"l2-0.5-5x0.1"} and set(made.model_seed) == {0}
+    out = tmp_path / "align.parquet"
+    code, printed, err = run(["features", "alignment", "--features", str(npz), "--name", "ddet", "--checkpoint",
+                              str(root / "std.pt"), "--data", str(d), "--data-seed", "0", "--out", str(out)], capsys)
+    assert code == 0, err
+    tab = results.read_table(out).set_index("metric")
+    assert set(tab.index) == {"texture_alignment", "off_texture_share"}
+    assert (tab.construction == "l2-0.5-5x0.1").all() and (tab.train_data == "ddet").all()
+    assert (tab.eval_norm == "l2").all() and (tab.eval_eps == 0.5).all() and (tab.train_norm == "none").all()
+    assert -1 <= tab.loc["texture_alignment", "value"] <= 1 and 0 <= tab.loc["off_texture_share", "value"] <= 1
+    assert 0 < tab.loc["texture_alignment", "n"] <= len(ds.train)
+    # the textures of another data seed do not match the images: refused, nothing written
+    code, _, err = run(["features", "alignment", "--features", str(npz), "--name", "ddet", "--checkpoint",
+                        str(root / "std.pt"), "--data", str(d), "--data-seed", "7", "--out",
+                        str(tmp_path / "x.parquet")], capsys)
+    assert code == 2 and "another seed" in err and not (tmp_path / "x.parquet").exists()
+    code, _, err = run(["features", "alignment", "--features", str(npz), "--name", "drand-l2-0.5-10x0.1",
+                        "--checkpoint", str(root / "std.pt"), "--data", str(d), "--data-seed", "0", "--out",
+                        str(tmp_path / "x.parquet")], capsys)
+    assert code == 2 and "was made by l2-0.5-5x0.1" in err
+
+
+# ------------------------------------------------------------------- several models per constructed dataset
+
+
+def test_model_seeds_give_independent_models_and_model_0_keeps_its_seeds():
+    from medgrid import seeding
+
+    # model 0: the stream the first (and before issue 22 the only) model always drew from
+    dataset = int.from_bytes(b"drand", "little")
+    first = seeding.numpy_rng(3, seeding.STREAM_INDEPENDENT_MODEL, dataset).integers(0, 2**31, size=3)
+    assert seeding.training_seeds(3, "drand") == dict(zip(("init", "order", "attack"), map(int, first)))
+    assert seeding.training_seeds(3, "drand", 0) == seeding.training_seeds(3, "drand")
+    models = [seeding.training_seeds(3, "drand", k) for k in range(4)]
+    assert len({m["init"] for m in models}) == 4 and len({m["order"] for m in models}) == 4
+    assert seeding.training_seeds(3, "ddet", 1) != models[1]
+    with pytest.raises(ValueError):
+        seeding.training_seeds(3, "original", 1)
+
+
+def test_cli_train_records_construction_and_model_seed(task, capsys, tmp_path):
+    from medgrid import seeding
+
+    root, d, ds, _ = task
+    npz = tmp_path / "drand.npz"
+    assert run(["features", "nonrobust", "--checkpoint", str(root / "std.pt"), "--data", str(d), "--mode", "rand",
+                "--steps", "2", "--out", str(npz), "--table", str(tmp_path / "t.parquet")], capsys)[0] == 0
+    base = ["train", "--task", "synthetic", "--size", "28", "--arch", "cnn-small", "--norm", "none", "--seed", "0",
+            "--data", str(npz), "--epochs", "1"]
+    ckpt = tmp_path / "m1.pt"
+    code, _, err = run(base + ["--train-data", "drand-l2-0.5-2x0.1", "--model-seed", "1", "--out", str(ckpt)], capsys)
+    assert code == 0, err
+    settings = checkpoint.read_settings(ckpt)
+    assert (settings["train_data"], settings["construction"], settings["model_seed"]) == ("drand", "l2-0.5-2x0.1", 1)
+    assert settings["init_seed"] == seeding.training_seeds(0, "drand", 1)["init"]
+    ev = tmp_path / "e.parquet"
+    assert run(["evaluate", "--checkpoint", str(ckpt), "--data", str(d), "--out", str(ev)], capsys)[0] == 0
+    rows = results.read_table(ev)
+    assert set(rows.model_seed) == {1} and set(rows.construction) == {"l2-0.5-2x0.1"} and "auc" in set(rows.metric)
+    # the plain name reads the setting from the file; a name that contradicts the file is refused
+    code, _, err = run(base + ["--train-data", "drand", "--out", str(tmp_path / "m0.pt")], capsys)
+    assert code == 0 and checkpoint.read_settings(tmp_path / "m0.pt")["construction"] == "l2-0.5-2x0.1"
+    code, _, err = run(base + ["--train-data", "drand-l2-0.5-100x0.1", "--out", str(tmp_path / "x.pt")], capsys)
+    assert code == 2 and "was made by l2-0.5-2x0.1" in err
+    code, _, err = run(base[:-4] + ["--data", str(d), "--model-seed", "1", "--out", str(tmp_path / "x.pt")], capsys)
+    assert code == 2 and "--model-seed numbers the models trained on a constructed dataset" in err
+    code, _, err = run(base + ["--train-data", "drobust-l2-0.5-2x0.1", "--out", str(tmp_path / "x.pt")], capsys)
+    assert code == 2 and "unknown training data" in err

@@ -82,6 +82,8 @@ def feature_rows(task, seed, noise, *, size=28):
     for data, value in (("drand", 0.60), ("ddet", 0.30), ("drobust", 0.75)):
         c = cell(task, "none", 0.0, seed, data, size=size)
         rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc", value=value + noise, n=100))
+        if data != "drobust":
+            rows.append(results.make_row(c, eval_kind="clean", metric="auc", value=value + 0.2 + noise, n=100))
     c = cell(task, "linf", 4 / 255, seed, "drobust", size=size)
     rows.append(results.make_row(c, eval_kind="features", metric="source_acc", value=0.8, n=4000))
     return rows
@@ -116,8 +118,9 @@ def test_rows_columns_and_one_seed_means_only():
     assert [label for label, _ in block.rows] == ["standard", "L∞ 2/255", "L∞ 4/255", "L2 0.5"]
     titles = [t for t, _ in block.headers]
     # synthetic tasks have no BE / rBE: left out, and said so
-    assert titles == ["clean", "robust L∞ 2/255", "robust L2 0.5", "MedMNIST-C", "D_rand model", "D_det model",
-                      "D_R model"]
+    assert titles == ["clean", "robust L∞ 2/255", "robust L2 0.5", "MedMNIST-C", "D_rand model", "D_rand model",
+                      "D_det model", "D_det model", "D_R model"]
+    assert [d for t, d in block.headers if t == "D_rand model"] == ["clean bal. acc.", "clean AUC"]
     assert any("No rows for BE, rBE" in text for _, text in block.notes)
     clean = by_column(frame, "clean")
     assert clean.loc["standard", "text"] == "99.0" and clean.loc["L∞ 2/255", "text"] == "90.0"
@@ -245,6 +248,11 @@ def test_three_seeds_give_the_intervals_of_summary_by_seed(tmp_path, capsys):
     assert (merged.low < merged["mean"]).all() and (merged["mean"] < merged.high).all()
     # cells show "mean ± half-width" in percent
     expected = [f"{100 * m:.1f} ± {50 * (h - lo):.1f}" for m, lo, h in zip(merged["mean"], merged.low, merged.high)]
+    # D_rand / D_det cells (and their AUC) also say whether they are above chance, by the test of summary_by_seed
+    tested = merged.column.isin(headline.TESTED_COLUMNS)
+    assert tested.sum() == 8 and merged[tested].p_above_chance_s.notna().all()
+    expected = [e + (f" · above chance: {'yes' if p < 0.05 else 'no'} ({headline.p_text(p)})" if t else "")
+                for e, p, t in zip(expected, merged.p_above_chance_s, tested)]
     assert list(merged.text) == expected
     # both tasks, every column that has rows (synthetic has no BE / rBE), in the Markdown too
     assert set(csv.task) == {"synthetic", "breastmnist"}
@@ -387,3 +395,66 @@ def test_cells_with_degenerate_seeds_show_the_healthy_mean_and_the_count():
     assert any(m == headline.DEGENERATE and "healthy" in t for m, t in block.notes)
     healthy_rows = by_column(frame, "clean").drop("L2 0.5")
     assert (healthy_rows.n_healthy == 3).all() and np.allclose(healthy_rows.mean_healthy, healthy_rows["mean"])
+
+
+# ------------------------------------------------------------------------------ models of Ilyas datasets
+
+
+def sweep_rows(task, *, seeds=(0, 1), models=3):
+    """D_rand models of two attack settings (3 models per dataset) beside the grid's standard cell: the
+    10-step setting at chance, Ilyas' above it."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in seeds:
+        rows += cell_rows(task, "none", 0.0, seed, noise=0.0)
+        for setting, acc in (("l2-0.5-10x0.1", 0.25), ("l2-0.5-100x0.1", 0.50)):
+            for model in range(models):
+                c = {**cell(task, "none", 0.0, seed, "drand"), "construction": setting, "model_seed": model}
+                for metric, v in (("balanced_acc", acc), ("auc", 0.85)):
+                    rows.append(results.make_row(c, eval_kind="clean", metric=metric,
+                                                 value=v + rng.normal(0, 0.02), n=100))
+    return results.from_rows(rows)
+
+
+def test_models_of_a_sweep_ilyas_setting_intervals_over_models_and_the_test():
+    frame, (block,) = build(sweep_rows("synthetic"), columns=["clean", "drand", "drand_auc"])
+    drand = by_column(frame, "drand").loc["standard"]
+    # Ilyas' setting of the sweep, over all 6 models (2 grid seeds x 3), above chance by the t-test
+    assert drand.construction == "l2-0.5-100x0.1" and drand.n_seeds == 6 and drand.n_grid_seeds == 2
+    assert drand["mean"] == pytest.approx(0.50, abs=0.03) and drand.p_above_chance < 1e-4
+    assert drand.text.endswith("above chance: yes (p < 0.001)")
+    auc = by_column(frame, "drand_auc").loc["standard"]
+    assert auc["mean"] == pytest.approx(0.85, abs=0.03) and "yes" in auc.text
+    assert [d for t, d in block.headers if t == "D_rand model"] == ["clean bal. acc., L2 0.5, 100 steps of 0.1",
+                                                                     "clean AUC, L2 0.5, 100 steps of 0.1"]
+    text = headline.caption(block)
+    assert "over 2 seeds" in text and "over 6 models (2 grid seeds" in text and "one-sided t-test" in text
+    # at chance: "no", with its p-value
+    at_chance = sweep_rows("synthetic").query("construction != 'l2-0.5-100x0.1'")
+    frame, _ = build(at_chance, columns=["drand"])
+    cell_text = by_column(frame, "drand").loc["standard", "text"]
+    assert "above chance: no (p = " in cell_text
+
+
+def test_one_sided_test_matches_scipy_and_edge_cases():
+    from scipy import stats
+
+    values = [0.31, 0.27, 0.35, 0.29]
+    t, p = aggregate.one_sided_p(values, 0.25)
+    ref = stats.ttest_1samp(values, 0.25)
+    assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue / 2)  # one-sided, t > 0
+    assert np.isnan(aggregate.one_sided_p([0.9], 0.25)[1])  # one value: no test
+    assert aggregate.one_sided_p([0.3, 0.3], 0.25)[1] == 0.0 and aggregate.one_sided_p([0.2, 0.2], 0.25)[1] == 1.0
+
+
+def test_by_seed_counts_models_and_tests_per_grid_seed_too():
+    s = aggregate.by_seed(sweep_rows("synthetic", seeds=(0, 1, 2)))
+    row = s[(s.train_data == "drand") & (s.metric == "balanced_acc") & (s.construction == "l2-0.5-100x0.1")].iloc[0]
+    assert row.n_seeds == 9 and row.n_grid_seeds == 3 and row.test_chance == 0.25
+    df = sweep_rows("synthetic", seeds=(0, 1, 2))
+    means = df[(df.train_data == "drand") & (df.metric == "balanced_acc") & (df.construction == "l2-0.5-100x0.1")]
+    grid = means.groupby("seed").value.mean()
+    assert row.p_above_chance_grid == pytest.approx(aggregate.one_sided_p(grid, 0.25)[1])
+    auc = s[(s.train_data == "drand") & (s.metric == "auc")].iloc[0]
+    assert auc.test_chance == 0.5
+    assert s[s.eval_kind == "pgd"].p_above_chance.isna().all()

@@ -15,7 +15,7 @@ from medgrid.data import loading, npz, synthetic, tasks
 from medgrid.errors import UserError
 from medgrid.evaluation import health
 from medgrid.names import DEGENERATE_MARGIN, EVAL_KINDS, HEALTH_METRICS
-from medgrid.report import chart_parts, chart_training, charts, history
+from medgrid.report import chart_features, chart_parts, chart_training, charts, history
 from medgrid.training import loop
 
 N = dict(n_train=400, n_val=100, n_test=100)
@@ -139,9 +139,9 @@ def test_charts_mark_the_collapsed_cell_only(cells):
     values = _spec_values(chart)
     assert set(values[values.collapsed].setting) == {"L2 0.5"}
     assert not values[values.setting == "standard"].collapsed.any()
-    bars = _spec_values(charts.nonrobust_features(s, "balanced_acc"))
-    assert bars[bars.train_data == "drand"].value_text.str.contains("at chance").all()
-    assert not bars[bars.train_data == "original"].value_text.str.contains("at chance").any()
+    bars = _spec_values(chart_features.nonrobust_features(results.validate(df), "balanced_acc"))
+    assert bars[bars.train_data == "drand"].test_text.str.contains("at chance").all()
+    assert not bars[bars.train_data == "original"].test_text.str.contains("at chance").any()
     # a table without health rows (older runs) marks nothing
     plain = chart_parts.seed_view(results.validate(df[df.eval_kind != "health"]), "balanced_acc")
     assert not plain.degenerate.any() and (plain.health_note == "not checked (no health rows)").all()

@@ -87,3 +87,41 @@ def test_aggregate_refuses_duplicates_and_missing(tmp_path):
     with pytest.raises(UserError, match="expected 3"):
         aggregate.aggregate([a], tmp_path / "s.parquet", expected=3)
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_a_table_written_before_construction_and_model_seed_reads_with_their_defaults(tmp_path):
+    old = table(0).drop(columns=["construction", "model_seed"])  # as medgrid wrote it before issue 22
+    path = tmp_path / "old.parquet"
+    old.to_parquet(path, index=False)
+    df = results.read_table(path)
+    assert list(df.columns) == results.COLUMNS
+    assert set(df.construction) == {"none"} and set(df.model_seed) == {0}
+    # it aggregates beside a new table of another model of the same dataset
+    new = table(0).assign(train_data="drand", model_seed=1)
+    results.write_table(new, tmp_path / "new.parquet")
+    old.assign(train_data="drand").to_parquet(tmp_path / "old_drand.parquet", index=False)
+    out = aggregate.aggregate([tmp_path / "old_drand.parquet", tmp_path / "new.parquet"], tmp_path / "s.parquet")
+    assert sorted(out.model_seed.unique()) == [0, 1]
+    seeds = pd.read_parquet(tmp_path / "s_by_seed.parquet")
+    assert (seeds.n_seeds == 2).all() and (seeds.n_grid_seeds == 1).all()  # two models of one dataset
+    with pytest.raises(UserError, match="negative model_seed"):
+        results.validate(table(0).assign(model_seed=-1))
+
+
+def test_attack_setting_tokens_and_dataset_names():
+    from medgrid import constructions
+
+    assert constructions.ILYAS.token == "l2-0.5-100x0.1"
+    assert constructions.token("l2", "0.50", "1/10", 100) == "l2-0.5-100x0.1"  # one token per value
+    assert constructions.token("linf", "8/255", "1/255", 20) == "linf-8o255-20x1o255"
+    for tok in ("l2-0.5-100x0.1", "linf-8o255-20x1o255", constructions.token("l2", 1e-5, 1e-6, 3)):
+        assert constructions.parse(tok).token == tok
+    assert constructions.split("drand") == ("drand", None) and constructions.split("original") == ("original", None)
+    assert constructions.split("ddet-l2-0.50-10x0.1") == ("ddet", "l2-0.5-10x0.1")
+    assert constructions.name("drand", "l2-0.5-10x0.1") == "drand-l2-0.5-10x0.1"
+    assert constructions.name("drobust", "none") == "drobust"
+    for bad in ("drobust-l2-0.5-10x0.1", "dtrain", "drand-l2", "drand-l3-0.5-10x0.1", "original-l2-0.5-10x0.1"):
+        with pytest.raises(UserError):
+            constructions.split(bad)
+    with pytest.raises(UserError):
+        constructions.token("l2", 0.5, 0.1, 0)

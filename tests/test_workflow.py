@@ -468,6 +468,98 @@ def test_deleted_checkpoint_reruns_that_cell_only(tiny_run):
     assert dry_run(tiny_run) == []
 
 
+# ---------------------------------------------------------------------- Ilyas et al.'s datasets (features.smk)
+def features_jobs(jobs: list[Job]) -> dict[str, dict[str, Job]]:
+    """The features rules' jobs by rule, then by their first output."""
+    return {rule: {j.output[0]: j for j in js} for rule, js in by_rule(jobs).items()
+            if rule.startswith(("features_", "train_features", "evaluate_features"))}
+
+
+def test_demo_features_dag_models_and_alignment(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    rules = features_jobs(dry_run(work, "--configfile", "config/demo.yaml"))
+    base = "results/synthetic/28/cnn-small/none-0/seed0/features"
+    # one setting (Ilyas' attack): the plain names; 3 models per dataset, the first where it always was
+    assert f"{base}/drand.npz" in rules["features_nonrobust"] and len(rules["features_nonrobust"]) == 4
+    assert "--steps 100 --batch-size 250" in rules["features_nonrobust"][f"{base}/drand.npz"].shell
+    first = rules["train_features"][f"{base}/drand/model.pt"].shell
+    assert "--model-seed" not in first and "--train-data drand " in first
+    assert len(rules["train_features"]) == 6 and len(rules["train_features_model"]) == 12
+    for k in (1, 2):
+        later = rules["train_features_model"][f"{base}/drand/model{k}/model.pt"].shell
+        assert later == first.replace("/drand/model.pt", f"/drand/model{k}/model.pt").replace(
+            "features-drand-train.log", f"features-drand-model{k}-train.log").replace(
+            " --data-on", f" --model-seed {k} --data-on")
+    # D_rand / D_det models are evaluated clean; the D_R models under attack too
+    evaluations = {**rules["evaluate_features"], **rules["evaluate_features_model"]}
+    assert len(evaluations) == 18
+    for out, job in evaluations.items():
+        attacked = "/drobust/" in out
+        assert ("--attack-norm linf --attack-eps 2/255,4/255" in job.shell) == attacked, job.shell
+        assert ("--transfer-from" in job.shell) == attacked
+    # the texture alignment of every D_rand / D_det dataset, with the task's data seed
+    assert len(rules["features_alignment"]) == 4
+    job = rules["features_alignment"][f"{base}/ddet.alignment.parquet"]
+    assert "--name ddet" in job.shell and "--data-seed 0" in job.shell and f"{base}/ddet.npz" in job.input
+
+
+def test_attack_sweep_makes_one_construction_per_setting(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    write_yaml(work / "config" / "sweep.yaml", {"features": {"nonrobust": {"eps": [0.25, 0.5], "steps": [10, 100]},
+                                                         "model_seeds": 2}})
+    rules = features_jobs(dry_run(work, "--configfile", "config/demo.yaml", "config/sweep.yaml"))
+    base = "results/synthetic-rgb/28/cnn-small/none-0/seed0/features"
+    made = {Path(o).name for o in rules["features_nonrobust"] if o.startswith(base)}
+    settings = [("0.25", 10), ("0.25", 100), ("0.5", 10), ("0.5", 100)]
+    assert made == {f"{k}-l2-{e}-{n}x0.1.npz" for k in ("drand", "ddet") for e, n in settings}
+    for e, n in settings:
+        job = rules["features_nonrobust"][f"{base}/ddet-l2-{e}-{n}x0.1.npz"]
+        assert f"--mode det --norm l2 --eps {e} --step-size 0.1 --steps {n} " in job.shell
+        train = rules["train_features"][f"{base}/ddet-l2-{e}-{n}x0.1/model.pt"]
+        assert f"--train-data ddet-l2-{e}-{n}x0.1 " in train.shell
+        assert f"{base}/ddet-l2-{e}-{n}x0.1/model1/model.pt" in rules["train_features_model"]
+    assert len(rules["features_alignment"]) == 2 * 8 and len(rules["features_robust"]) == 2
+    # a setting listed twice (0.5 and 1/2) is refused
+    write_yaml(work / "config" / "twice.yaml", {"features": {"nonrobust": {"eps": [0.5, "1/2"]}}})
+    proc = snakemake(work, "--dry-run", "--configfile", "config/demo.yaml", "config/twice.yaml", check=False)
+    assert proc.returncode != 0 and "lists the setting l2-0.5-100x0.1 twice" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory, tiny_data):
+    """A tiny grid (cnn-small, none-0 and linf-2/255) with D_rand, D_det and D_R and one model per dataset (as
+    medgrid trained before model_seeds existed), run for real."""
+    work = copy_workflow(tmp_path_factory.mktemp("features") / "wf")
+    cfg = tiny_config(tiny_data)
+    cfg.update(archs=["cnn-small"], hparams={"cnn-small": cfg["hparams"]["cnn-small"]})
+    cfg["features"].update(datasets=["drand", "ddet", "drobust"], model_seeds=1, batch_size=32,
+                           nonrobust={**cfg["features"]["nonrobust"], "steps": 2},
+                           robust={"source": {"norm": "linf", "eps": "2/255"}, "steps": 2, "step_size": 0.1,
+                                   "init": "other"})
+    write_yaml(work / "config" / "config.yaml", cfg)
+    snakemake(work, timeout=1500)
+    return work
+
+
+def test_more_models_per_dataset_leave_the_first_alone(features_run):
+    assert dry_run(features_run) == []
+    write_yaml(features_run / "config" / "models.yaml", {"features": {"model_seeds": 3}})
+    jobs = dry_run(features_run, "--configfile", "config/models.yaml")
+    rules = by_rule(jobs)
+    # only the new models: nothing is constructed or trained again, the first models are not evaluated again
+    assert set(rules) == {"train_features_model", "evaluate_features_model", "aggregate", "history", "charts",
+                          "table", "all"}, sorted(rules)
+    new = sorted(j.output[0] for j in rules["train_features_model"])
+    cells = ["none-0/seed0/features/drand", "none-0/seed0/features/ddet", "linf-2o255/seed0/features/drobust"]
+    assert new == sorted(f"results/breastmnist/28/cnn-small/{c}/model{k}/model.pt" for c in cells for k in (1, 2))
+    summary = pd.read_parquet(features_run / "results" / "summary.parquet")
+    made = summary[summary.train_data != "original"]
+    assert set(made.model_seed) == {0} and set(made[made.train_data == "drand"].construction) == {"l2-0.5-2x0.1"}
+    # the D_rand / D_det models' rows are clean ones; the D_R model's include the attacks
+    assert set(made[made.train_data == "drand"].eval_kind) == {"clean", "health", "features"}
+    assert "pgd" in set(made[made.train_data == "drobust"].eval_kind)
+
+
 # ------------------------------------------------------------------------------------ report
 # a reader's first two clicks in the report: the first category under Results, then the eye button
 # (view) of its first result

@@ -13,7 +13,7 @@ from medgrid.cli.base import (
     set_threads,
 )
 from medgrid.errors import UserError
-from medgrid.names import ATTACK_NORMS, NONROBUST_MODES, RAND_TARGETS, ROBUST_INITS
+from medgrid.names import ATTACK_NORMS, NO_CONSTRUCTION, NONROBUST_MODES, RAND_TARGETS, ROBUST_INITS
 
 
 def _common(q, *, robust_source: bool) -> None:
@@ -29,7 +29,7 @@ def _common(q, *, robust_source: bool) -> None:
 
 
 def add_arguments(p) -> None:
-    sub = p.add_subparsers(dest="features_command", metavar="{nonrobust,robust}", required=True,
+    sub = p.add_subparsers(dest="features_command", metavar="{nonrobust,robust,alignment}", required=True,
                            parser_class=type(p))
     q = sub.add_parser("nonrobust", help="D_rand / D_det: targeted PGD on a standard model, relabelled to the target")
     _common(q, robust_source=False)
@@ -54,6 +54,18 @@ def add_arguments(p) -> None:
     q.add_argument("--init", choices=ROBUST_INITS, default="other",
                    help="start from another training image (seeded permutation) or uniform noise")
     q.set_defaults(run=run_robust)
+
+    q = sub.add_parser("alignment", help="synthetic tasks: how much of each D_rand / D_det perturbation lies along "
+                                         "the planted textures (target minus source class)")
+    q.add_argument("--features", type=Path, required=True, metavar="NPZ", help="the D_rand / D_det file")
+    q.add_argument("--name", required=True,
+                   help="the dataset's name: drand, ddet, or one sweep setting's (e.g. drand-l2-0.5-100x0.1)")
+    q.add_argument("--checkpoint", type=Path, required=True,
+                   help="the standard model the dataset was made from (only its settings are read)")
+    q.add_argument("--data", type=Path, required=True, metavar="FILE", help="the synthetic task's npz file")
+    q.add_argument("--data-seed", type=int, required=True, help="the seed the synthetic task was generated with")
+    q.add_argument("--out", type=Path, required=True, help="tidy table (.parquet)")
+    q.set_defaults(run=run_alignment)
 
 
 def _step_size(text: str) -> float:
@@ -111,7 +123,7 @@ def _write(out, arrays, table, table_path) -> None:
 
 
 def run_nonrobust(args) -> None:
-    from medgrid import epsilon
+    from medgrid import constructions, epsilon
     from medgrid.features import dataset, nonrobust
 
     eps = epsilon.parse(args.eps)
@@ -120,6 +132,7 @@ def run_nonrobust(args) -> None:
     at_least(args.steps, 1, "--steps")
     at_least(args.batch_size, 1, "--batch-size")
     step_size = _step_size(args.step_size)
+    setting = constructions.token(args.norm, eps, step_size, args.steps)
     model, settings, ds, seed = _load_source(args, want_robust=False)
     images, t, success = nonrobust.nonrobust(model, ds.train, ds.info.n_classes, mode=args.mode, norm=args.norm,
                                             eps=eps, step_size=step_size, steps=args.steps,
@@ -127,8 +140,8 @@ def run_nonrobust(args) -> None:
                                             seed=seed, batch_size=args.batch_size)
     moved = t != ds.train.labels
     table = nonrobust.attack_success_table(settings, mode=args.mode, norm=args.norm, eps=eps, success=success,
-                                          moved=moved)
-    _write(args.out, dataset.npz_arrays(ds, images, t), table, args.table)
+                                          moved=moved, construction=setting)
+    _write(args.out, dataset.npz_arrays(ds, images, t, construction=setting), table, args.table)
     rate = {k: v[moved].float().mean().item() if moved.any() else float("nan") for k, v in success.items()}
     print(f"wrote {args.out} ({len(t)} images, D_{args.mode}, {args.norm} eps {eps:g}, {args.steps} steps; "
           f"attack success on the {int(moved.sum())} images with a new label: {rate['rounded']:.4f} as written "
@@ -150,3 +163,44 @@ def run_robust(args) -> None:
     print(f"wrote {args.out} ({len(labels)} images, D_R, {args.steps} steps of {step_size:g}, init "
           f"{args.init}; source model acc {stats['source_acc']:.4f}, representation distance "
           f"{stats['rep_rel_dist']:.4f} of its norm)")
+
+
+def run_alignment(args) -> None:
+    import numpy as np
+
+    from medgrid import checkpoint, constructions, results
+    from medgrid.data import npz, synthetic
+    from medgrid.features import alignment, dataset
+    from medgrid.names import NONROBUST_MODES, SYNTHETIC_TASKS
+
+    kind, named = constructions.split(args.name)
+    if kind not in NONROBUST_MODES.values():
+        raise UserError(f"--name {args.name}: the texture alignment is measured on D_rand and D_det, not {kind}")
+    check_writable(args.out)
+    settings = checkpoint.read_settings(args.checkpoint)
+    if settings["task"] not in SYNTHETIC_TASKS:
+        raise UserError(f"{settings['task']} has no planted texture: the alignment exists on the synthetic tasks "
+                        f"({', '.join(SYNTHETIC_TASKS)}) only")
+    recorded = dataset.read_construction(args.features)
+    setting = named if named is not None else recorded
+    if named is not None and recorded not in (named, NO_CONSTRUCTION):
+        raise UserError(f"--name names the attack setting {named} but {args.features} was made by {recorded}")
+    with npz.open_npz(args.data) as z:
+        original, sources = z["train_images"], z["train_labels"]
+    with npz.open_npz(args.features) as z:
+        constructed, targets = z["train_images"], z["train_labels"]
+    patterns = synthetic.texture_patterns(int(settings["n_classes"]), original.shape[1], args.data_seed)
+    match = alignment.pattern_match(original, sources, patterns)
+    if match < alignment.MIN_PATTERN_MATCH:
+        raise UserError(f"the textures of --data-seed {args.data_seed} match only {match:.2f} of the images of "
+                        f"{args.data}: it was generated with another seed")
+    attack = constructions.parse(setting) if setting != NO_CONSTRUCTION else None
+    where = dict(norm=attack.norm, eps=attack.eps) if attack else {}
+    table = alignment.alignment_table(alignment.cell_of(settings, kind, setting), original=original,
+                                      constructed=constructed, sources=np.asarray(sources), targets=np.asarray(targets),
+                                      patterns=patterns, **where)
+    results.write_table(table, args.out)
+    values = table.set_index("metric").value
+    print(f"wrote {args.out} ({args.name}: texture alignment {values['texture_alignment']:.4f}, off-texture share "
+          f"{values['off_texture_share']:.4f} over {int(table.n.iloc[0])} images; the data seed's textures match "
+          f"{match:.3f} of the original images)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
 from medgrid.errors import UserError
-from medgrid.names import ARCHS, OPTIMIZERS, SCHEDULES, SELECTIONS, TASKS, TRAIN_DATA, TRAIN_NORMS
+from medgrid.names import ARCHS, NO_CONSTRUCTION, OPTIMIZERS, SCHEDULES, SELECTIONS, TASKS, TRAIN_DATA, TRAIN_NORMS
 
 
 def add_arguments(p) -> None:
@@ -18,7 +18,12 @@ def add_arguments(p) -> None:
     p.add_argument("--eps", default="0", help="training epsilon, e.g. 2/255 or 0.5")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.pt)")
-    p.add_argument("--train-data", default="original", choices=TRAIN_DATA)
+    p.add_argument("--train-data", default="original", metavar="DATA",
+                   help=f"what --data holds: {', '.join(TRAIN_DATA)}, or the name of one setting of an attack "
+                        "sweep's D_rand / D_det (e.g. drand-l2-0.5-100x0.1; medgrid.constructions)")
+    p.add_argument("--model-seed", type=int, default=0,
+                   help="which of the independent models trained on one constructed dataset (0: the first; each "
+                        "has its own initial weights and batch order)")
     p.add_argument("--epochs", type=int, default=15, help="maximum epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
@@ -41,10 +46,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from medgrid import epsilon
+    from medgrid import constructions, epsilon
     from medgrid.data import tasks
 
     # the user's mistakes first, before torch loads
+    train_data, setting = constructions.split(args.train_data)
+    at_least(args.model_seed, 0, "--model-seed")
+    if args.model_seed and train_data == "original":
+        raise UserError("--model-seed numbers the models trained on a constructed dataset (--train-data drand, "
+                        "ddet, drobust); a grid cell's model is its --seed")
     eps = epsilon.parse(args.eps)
     epsilon.check_training(args.norm, eps)
     if args.task not in TASKS:
@@ -79,13 +89,28 @@ def run(args) -> None:
                        attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
                        stop_train_acc=args.stop_train_acc, selection=args.selection,
                        eps_warmup_epochs=args.eps_warmup_epochs)
+    construction = _construction(args.data, train_data, setting)
     model, settings = loop.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
-                                  device=device, train_data=args.train_data)
+                                  device=device, train_data=train_data, model_seed=args.model_seed,
+                                  construction=construction)
     checkpoint.save(args.out, model, settings)
     kept = "best validation" if settings["selection"] == "best_val" else "last"
     print(f"wrote {args.out} (kept epoch {settings['best_epoch']}: {kept}; "
           f"val balanced acc {settings['best_val_balanced_acc']:.4f}; seeds {settings['init_seed']} init, "
           f"{settings['order_seed']} batch order)")
-    warning = health.message(health.Verdict(**settings["val_health"]), args.train_data, split="validation")
+    warning = health.message(health.Verdict(**settings["val_health"]), train_data, split="validation")
     if warning:
         print(f"medgrid: warning: {warning}", file=sys.stderr)
+
+
+def _construction(path, train_data: str, setting: str | None) -> str:
+    """The attack setting a D_rand / D_det file records (``none`` for other data and older files); a setting
+    in the --train-data name must be that one."""
+    if train_data == "original":
+        return NO_CONSTRUCTION
+    from medgrid.features.dataset import read_construction
+
+    recorded = read_construction(path)
+    if setting is not None and recorded not in (setting, NO_CONSTRUCTION):
+        raise UserError(f"--train-data names the attack setting {setting} but {path} was made by {recorded}")
+    return setting if recorded == NO_CONSTRUCTION and setting is not None else recorded

@@ -24,9 +24,9 @@ from medgrid import results
 from medgrid.attacks.pgd import perturb
 from medgrid.data import loading
 from medgrid.errors import UserError
-from medgrid.features.dataset import output_like, stream_generator, to_uint8
+from medgrid.features.dataset import attack_layout, output_like, stream_generator, to_uint8
 from medgrid.models import eval_mode
-from medgrid.names import NONROBUST_MODES, RAND_TARGETS
+from medgrid.names import NO_CONSTRUCTION, NONROBUST_MODES, RAND_TARGETS
 
 # ----------------------------------------------------------------------------------------- targets
 
@@ -69,12 +69,12 @@ def nonrobust(model, split: loading.Split, n_classes: int, *, mode: str, norm: s
     out = output_like(split)
     success = {k: torch.empty(len(split), dtype=torch.bool, device=device) for k in ("float", "rounded")}
     n = len(split)
-    with eval_mode(model):
+    with eval_mode(model), attack_layout(model, device) as layout:
         bar = tqdm(range(0, n, batch_size), desc=f"D_{mode} ({norm} eps {eps:g}, {steps} steps)",
                    disable=None if progress else True, mininterval=1.0, unit="batch")
         for start in bar:
             sl = slice(start, start + batch_size)
-            x = loading.float_batch(split, sl)
+            x = layout(loading.float_batch(split, sl))
             t = t_all[sl]
             x_adv = perturb(model, x, t, norm=norm, eps=eps, alpha=step_size, steps=steps,
                              random_init=random_start, targeted=True, generator=start_gen)
@@ -90,13 +90,14 @@ def nonrobust(model, split: loading.Split, n_classes: int, *, mode: str, norm: s
 # ---------------------------------------------------------------------------------------- the table
 
 
-def attack_success_table(settings: dict, *, mode: str, norm: str, eps: float, success: dict, moved: torch.Tensor):
+def attack_success_table(settings: dict, *, mode: str, norm: str, eps: float, success: dict, moved: torch.Tensor,
+                         construction: str = NO_CONSTRUCTION):
     """Tidy rows of a D_rand / D_det construction (source model's cell, train_data drand|ddet, the attack's norm
-    and eps): ``attack_success`` (the written, uint8 images) and ``attack_success_before_rounding`` (the float
+    and eps, ``construction`` its setting's token): ``attack_success`` (the written, uint8 images) and ``attack_success_before_rounding`` (the float
     iterates), each over the images whose target differs from their label (``moved``; an image whose random
     target is its own label needs no attack and would count as a free success), and ``target_is_label``,
     the fraction of all images left with their own label."""
-    cell = {**results.cell_columns(settings), "train_data": NONROBUST_MODES[mode]}
+    cell = {**results.cell_columns(settings), "train_data": NONROBUST_MODES[mode], "construction": construction}
     common = dict(eval_kind="features", eval_norm=norm, eval_eps=eps)
     n_moved = int(moved.sum().item())
     rows = [results.make_row(cell, metric="target_is_label", value=1.0 - moved.float().mean().item(),

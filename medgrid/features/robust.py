@@ -17,7 +17,7 @@ from tqdm import tqdm
 from medgrid import ops, results
 from medgrid.data import loading
 from medgrid.errors import UserError
-from medgrid.features.dataset import output_like, stream_generator, to_uint8
+from medgrid.features.dataset import attack_layout, output_like, stream_generator, to_uint8
 from medgrid.models import eval_mode
 from medgrid.names import ROBUST_INITS
 
@@ -72,16 +72,16 @@ def robust(model, split: loading.Split, *, steps: int = 1000, step_size: float =
     correct = torch.empty(n, dtype=torch.bool, device=device)
     rel_sum = 0.0
     n_batches = math.ceil(n / batch_size)
-    with eval_mode(model):
+    with eval_mode(model), attack_layout(model, device) as layout:
         bar = tqdm(total=n_batches * steps, desc=f"D_R ({steps} steps, init {init})",
                    disable=None if progress else True, mininterval=1.0, unit="step")  # None: only on a terminal
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
-            x = loading.float_batch(split, sl)
+            x = layout(loading.float_batch(split, sl))
             if init == "other":
-                x0 = loading.float_batch(split, perm[sl])
+                x0 = layout(loading.float_batch(split, perm[sl]))
             else:
-                x0 = torch.rand(x.shape, generator=noise_gen, device=device)
+                x0 = layout(torch.rand(x.shape, generator=noise_gen, device=device))
             x_r, done = x0, 0
             while done < steps:  # in chunks of steps, so the bar moves
                 chunk = min(50, steps - done)

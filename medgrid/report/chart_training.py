@@ -14,6 +14,7 @@ import pandas as pd
 from medgrid import results
 from medgrid.data.tasks import chance_level
 from medgrid.labels import DATA_LABEL, DATA_ORDER, NORM_ORDER, OKABE_ITO, setting_label
+from medgrid.names import NO_CONSTRUCTION
 from medgrid.report import chart_health, chart_parts, registry
 
 NAME = "training_curves"
@@ -56,7 +57,8 @@ def _frame(history: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
     long["quantity"] = long.quantity_key.map(QUANTITY)
     long["chance"] = [chance_level(t) if q == "val_balanced_acc" else float("nan")
                       for t, q in zip(long.task, long.quantity_key)]
-    long["line"] = [f"{s} · seed {k}" for s, k in zip(long.setting, long.seed)]
+    long["line"] = [f"{s} · seed {k}" + (f" · model {m}" if m else "") + ("" if c == NO_CONSTRUCTION else f" · {c}")
+                    for s, k, m, c in zip(long.setting, long.seed, long.model_seed, long.construction)]
     return long
 
 

@@ -1,5 +1,6 @@
 """The charts of the results table, as Altair specs: each a query over the tidy table (:mod:`medgrid.results`),
-listed with its title and the rows it needs in :mod:`medgrid.report.registry`.
+listed with its title and the rows it needs in :mod:`medgrid.report.registry`. The charts of Ilyas et al.'s
+experiment, which need rows of several metrics, are :mod:`medgrid.report.chart_features`'s.
 
 Every chart is built from the seed-aggregated view (:func:`seed_view`, with
 :func:`medgrid.report.aggregate.by_seed`); error bars are t-based 95% intervals over seeds (none with one
@@ -231,49 +232,6 @@ def by_train_eps(s: pd.DataFrame, metric: str):
                   "Dashed: chance. Bars: 95% t-interval over seeds (none with one seed).", *health.subtitle(base)]))
 
 
-def nonrobust_features(s: pd.DataFrame, metric: str):
-    """(d) clean accuracy on the original test set of models trained on original / D_rand / D_det / D_R."""
-    if s.empty:
-        return None
-    name = METRICS[metric]
-    clean = s[s.eval_kind == "clean"]
-    feat = clean[clean.train_data != "original"]
-    if feat.empty:
-        return None
-    orig = clean[(clean.train_data == "original") & (clean.train_norm == "none") & clean.panel.isin(feat.panel)]
-    d = pd.concat([orig, feat], ignore_index=True)
-    d["data_label"] = [DATA_LABEL[t] + ("" if n == "none" else f" ({setting_label(n, e)} training)")
-                       for t, n, e in zip(d.train_data, d.train_norm, d.train_eps)]
-    d["data_order"] = d.train_data.map(DATA_ORDER) * 10 + d.train_norm.map(NORM_ORDER)
-    d["value_text"] = [f"{v:.0%}" + (" · at chance" if flag and t != "original" else "")
-                       for v, flag, t in zip(d["mean"], d.degenerate, d.train_data)]
-    order = list(d.sort_values("data_order").data_label.drop_duplicates())
-    palette = {"original": OKABE_ITO[0], "drand": OKABE_ITO[1], "ddet": OKABE_ITO[2], "drobust": OKABE_ITO[3]}
-    d["data_kind"] = d.train_data.map(DATA_LABEL)
-    kinds = [DATA_LABEL[k] for k in DATA_ORDER if k in set(d.train_data)]
-    scale = alt.Scale(domain=kinds, range=[palette[k] for k in DATA_ORDER if k in set(d.train_data)])
-    color = alt.Color("data_kind:N", title="training data", scale=scale)
-    x = alt.X("data_label:N", title="training data", sort=order, axis=alt.Axis(labelAngle=0, labelLimit=160))
-    xoff = {"xOffset": alt.XOffset("arch:N")} if d.arch.nunique() > 1 else {}
-    y = alt.Y("mean:Q", title=f"{name} on the original test set", scale=alt.Scale(domain=[0, 1]),
-              axis=alt.Axis(format=".0%"))
-    tips = tooltip(alt_tooltip("n_seeds", "seeds", kind="Q"), *interval_tips(name))
-    bars = alt.Chart().mark_bar(opacity=0.9).encode(x=x, y=y, color=color, tooltip=tips, **xoff)
-    hollow = health.hollow_marks("bar", alt.Stroke("data_kind:N", scale=scale, legend=None), tips,
-                                 x=x, y=y, **xoff)
-    err = alt.Chart().mark_rule(strokeWidth=1.5, color="#333333").encode(x=x, y="lo:Q", y2="hi:Q", **xoff)
-    text = alt.Chart().mark_text(dy=-7, fontSize=11).encode(x=x, y="hi:Q", text="value_text:N", **xoff)
-    width = max(CELL_W, 70 * len(order))
-    layer = alt.layer(bars, hollow, err, text, *chance_layers(label=False), data=d).properties(
-        width=width, height=CELL_H)
-    return layer.facet(column=alt.Column("panel:N", header=header())).properties(title=alt.Title(
-        TITLES["nonrobust_features"],
-        subtitle=["Every model is tested on the original (clean) test set. D_rand and D_det relabel images by "
-                  "targeted attacks on the standard model,",
-                  "so only non-robust features carry their labels: above chance (dashed), these features "
-                  "generalise. D_R keeps the robust features only.", *health.subtitle(d)]))
-
-
 def corruption_heatmap(s: pd.DataFrame, metric: str):
     """(e) robust minus standard accuracy per corruption (rows) and severity (columns)."""
     if s.empty:
@@ -329,7 +287,6 @@ BUILDERS = {
     "tradeoff": tradeoff,
     "robust_vs_eps": robust_vs_eps,
     "by_train_eps": by_train_eps,
-    "nonrobust_features": nonrobust_features,
     "corruption_heatmap": corruption_heatmap,
 }
 

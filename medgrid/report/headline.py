@@ -4,9 +4,13 @@ Per task, image size and architecture, one row per training setting (standard, t
 epsilon) and a few columns: clean balanced accuracy, robust balanced accuracy at one epsilon per attack
 norm (the per-sample worst case over every attack run where the cell has it, PGD otherwise; the header
 names the attacks the cells' rows show ran), MedMNIST-C mean balanced accuracy, BE and rBE, and the clean
-balanced accuracy of the models trained on D_rand, D_det (on the standard row) and D_R (on its robust
-source's row). Every number is the mean over seeds with its t-based 95% interval, as
-:func:`medgrid.report.aggregate.by_seed` computes them for ``summary_by_seed.parquet``.
+balanced accuracy of the models trained on D_rand, D_det (on the standard row; beside each its AUC) and D_R
+(on its robust source's row). Every number is the mean over seeds with its t-based 95% interval, as
+:func:`medgrid.report.aggregate.by_seed` computes them for ``summary_by_seed.parquet``; for the models trained
+on D_rand / D_det / D_R the mean is over all their models (grid seeds x model seeds), and the D_rand / D_det
+cells say whether it is above chance (a one-sided t-test over the models, its p-value). Of an attack sweep's
+D_rand / D_det datasets the headline shows Ilyas et al.'s setting (:data:`medgrid.constructions.ILYAS`) where
+the results have it.
 
 Like with like: a robust number measured on a subset of the test images (the strong evaluation's
 ``samples``) is shown with the clean balanced accuracy of the same images beside it (row ``clean-subset``),
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medgrid import epsilon, results
+from medgrid import constructions, epsilon, results
 from medgrid.data.tasks import chance_level
 from medgrid.errors import UserError
 from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, attack_name, setting_label
@@ -34,6 +38,7 @@ from medgrid.names import (
     CORRUPTION_MEAN,
     HEADLINE_COLUMNS,
     HEALTH_METRIC,
+    NO_CONSTRUCTION,
     ROBUST_KINDS,
     WHITE_BOX_KINDS,
 )
@@ -46,10 +51,12 @@ ACC = "balanced_acc"
 NOT_COMPARABLE = "_not_comparable"  # suffix of BE / rBE measured at a size other than 224 px
 
 # the headline frame's columns, as written to headline.csv
-FRAME = ["task", "size", "arch", "setting", "train_norm", "train_eps", "column", "train_data", "eval_kind",
-         "eval_norm", "eval_eps", "corruption", "severity", "metric", "mean", "low", "high", "n_seeds",
-         "degenerate_seeds", "mean_healthy", "low_healthy", "high_healthy", "n_healthy", "n_images",
-         "clean_same_images", "attacks", "best", "text"]
+FRAME = ["task", "size", "arch", "setting", "train_norm", "train_eps", "column", "train_data", "construction",
+         "eval_kind", "eval_norm", "eval_eps", "corruption", "severity", "metric", "mean", "low", "high", "n_seeds",
+         "n_grid_seeds", "p_above_chance", "p_above_chance_grid", "degenerate_seeds", "mean_healthy", "low_healthy",
+         "high_healthy", "n_healthy", "n_images", "clean_same_images", "attacks", "best", "text"]
+ALPHA = 0.05  # the level of the above-chance test the D_rand / D_det cells state
+TESTED_COLUMNS = ("drand", "drand_auc", "ddet", "ddet_auc")  # cells that say whether they are above chance
 
 # footnote marks
 DEGENERATE, PGD_ONLY, NOT_COMPARABLE_MARK, SUBSET = "†", "‡", "§", "¶"
@@ -79,6 +86,7 @@ SPECS = {
     "be": Spec("BE", "lower is better", higher_is_better=False),
     "rbe": Spec("rBE", "lower is better", higher_is_better=False),
     **{d: Spec(f"{DATA_LABEL[d]} model", "clean bal. acc.", train_data=d) for d in ("drand", "ddet", "drobust")},
+    **{f"{d}_auc": Spec(f"{DATA_LABEL[d]} model", "clean AUC", train_data=d) for d in ("drand", "ddet")},
 }
 
 
@@ -98,9 +106,11 @@ def spec(column: str, eps: dict[str, float] | None = None) -> Spec:
 def _select(s: pd.DataFrame, column: str, eps: dict[str, float]) -> pd.DataFrame | None:
     """The by-seed rows of one column, one per cell; None when the table has none of its kind."""
     data = s.train_data == spec(column).train_data
-    if column in ("clean", "drand", "ddet", "drobust"):
-        clean = s[data & (s.eval_kind == "clean") & (s.metric == ACC)]
-        return _on_source_row(clean, s[data & (s.eval_kind == "features")]) if column == "drobust" else clean
+    if column in ("clean", "drand", "ddet", "drobust", "drand_auc", "ddet_auc"):
+        clean = s[data & (s.eval_kind == "clean") & (s.metric == ("auc" if column.endswith("_auc") else ACC))]
+        if column == "drobust":
+            return _on_source_row(clean, s[data & (s.eval_kind == "features")])
+        return clean if column == "clean" else clean[clean.construction == headline_construction(clean.construction)]
     if column in ("corruption", "be", "rbe"):
         metrics = [ACC] if column == "corruption" else [column, column + NOT_COMPARABLE]
         return s[data & (s.eval_kind == "corruption") & (s.corruption == CORRUPTION_MEAN) & (s.severity == 0)
@@ -118,6 +128,16 @@ def _select(s: pd.DataFrame, column: str, eps: dict[str, float]) -> pd.DataFrame
     return results.prefer_worst(at, CELL)
 
 
+def headline_construction(settings) -> str:
+    """The attack setting the headline shows of the D_rand / D_det datasets in ``settings`` (tokens): Ilyas et
+    al.'s, else the one not recorded (a single-setting run), else the first in sorted order."""
+    have = set(settings)
+    for choice in (constructions.ILYAS.token, NO_CONSTRUCTION):
+        if choice in have:
+            return choice
+    return min(have) if have else NO_CONSTRUCTION
+
+
 def _on_source_row(models: pd.DataFrame, made: pd.DataFrame) -> pd.DataFrame:
     """D_R models are standard training (train_norm none); the rows that made their dataset (eval_kind
     features) carry the robust cell it came from. Each model moves to that cell's row where its task, size
@@ -131,12 +151,20 @@ def _on_source_row(models: pd.DataFrame, made: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([moved, kept], ignore_index=True)[models.columns]
 
 
-def _cell_text(mean: float, low: float, high: float, n_seeds: int) -> str:
-    """'84.1 ± 1.2' (mean and the half-width of the 95% interval, in percent), the mean alone with one seed."""
+def _cell_text(mean: float, low: float, high: float, n_seeds: int, p: float = float("nan")) -> str:
+    """'84.1 ± 1.2' (mean and the half-width of the 95% interval, in percent), the mean alone with one seed;
+    with the p-value of the above-chance test: '52.3 ± 4.1 · above chance: yes (p = 0.003)'."""
     text = f"{SCALE * mean:.{DIGITS}f}"
     if n_seeds > 1 and np.isfinite(low) and np.isfinite(high):
         text += f" ± {SCALE * (high - low) / 2:.{DIGITS}f}"
+    if np.isfinite(p):
+        text += f" · above chance: {'yes' if p < ALPHA else 'no'} ({p_text(p)})"
     return text
+
+
+def p_text(p: float) -> str:
+    """'p = 0.003', 'p < 0.001'."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def _order(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +218,8 @@ def build(df: pd.DataFrame, *, eps: dict[str, float], columns=HEADLINE_COLUMNS) 
     frame = _with_same_images(frame, s, healthy)
     frame["attacks"] = _attacks(frame, s)
     frame["setting"] = [setting_label(n, e) for n, e in zip(frame.train_norm, frame.train_eps)]
-    frame["text"] = [_shown_text(r) for r in frame.itertuples()]
+    frame["text"] = [_shown_text(r, p) for r, p in zip(frame.itertuples(),
+                                                       frame.p_above_chance.where(frame.column.isin(TESTED_COLUMNS)))]
     frame["best"] = _best(frame)
     return _order(frame[FRAME], df)
 
@@ -252,13 +281,14 @@ def _attacks(frame: pd.DataFrame, s: pd.DataFrame) -> list[str]:
     return out
 
 
-def _shown_text(r) -> str:
+def _shown_text(r, p: float = float("nan")) -> str:
     """The cell: the mean (over the healthy seeds where some are degenerate), and the clean balanced accuracy
-    of the same images in parentheses where a robust number is on other images than the clean column's."""
+    of the same images in parentheses where a robust number is on other images than the clean column's; ``p``:
+    the above-chance test's p-value where the column states it (D_rand / D_det)."""
     if r.degenerate_seeds > 0 and r.n_healthy > 0:
         text = _cell_text(r.mean_healthy, r.low_healthy, r.high_healthy, r.n_healthy)
     else:
-        text = _cell_text(r.mean, r.low, r.high, r.n_seeds)
+        text = _cell_text(r.mean, r.low, r.high, r.n_seeds, p)
     if np.isfinite(r.clean_same_images):
         text += f" ({SCALE * r.clean_same_images:.{DIGITS}f})"
     return text
@@ -298,7 +328,8 @@ class Block:
     headers: list[tuple[str, str]] = field(default_factory=list)
     rows: list[tuple[str, list[Cell | None]]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
-    seeds: tuple[int, int] = (0, 0)
+    seeds: tuple[int, int] = (0, 0)  # fewest and most seeds of the models trained on the task's data
+    models: tuple[int, int, int] = (0, 0, 0)  # the D_rand / D_det / D_R columns: fewest and most models, grid seeds
 
     @property
     def title(self) -> str:
@@ -326,7 +357,12 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
     (and named in a footnote)."""
     out = []
     for (task, size, arch), b in frame.groupby(BLOCK, sort=False):
-        block = Block(task, int(size), arch, seeds=(int(b.n_seeds.min()), int(b.n_seeds.max())))
+        own, made = b[b.train_data == "original"], b[b.train_data != "original"]
+        block = Block(task, int(size), arch)
+        if not own.empty:
+            block.seeds = (int(own.n_seeds.min()), int(own.n_seeds.max()))
+        if not made.empty:
+            block.models = (int(made.n_seeds.min()), int(made.n_seeds.max()), int(made.n_grid_seeds.max()))
         present = [c for c in columns if c in set(b.column)]
         marks, subsets = set(), set()
         for column in present:
@@ -341,6 +377,8 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
                     detail, _ = f"{detail}; {n} images {SUBSET}", subsets.add(n)
             elif c.metric.str.endswith(NOT_COMPARABLE).any():
                 detail, _ = f"{detail} {NOT_COMPARABLE_MARK}", marks.add(NOT_COMPARABLE_MARK)
+            elif column in TESTED_COLUMNS and (c.construction != NO_CONSTRUCTION).any():
+                detail = f"{detail}, {constructions.parse(c.construction.iloc[0]).describe()}"
             block.headers.append((sp.title, detail))
         settings = b[["train_norm", "train_eps", "setting"]].drop_duplicates()
         for norm, e, label in settings.itertuples(index=False):
@@ -373,16 +411,26 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
     return out
 
 
+def _count(lo: int, hi: int, what: str) -> str:
+    return f"{lo} {what}" if lo == hi else f"{lo}-{hi} {what}"
+
+
 def caption(block: Block) -> str:
     """What the numbers of a block are, in one sentence or two."""
     lo, hi = block.seeds
-    seeds = f"{lo} seeds" if lo == hi else f"{lo}-{hi} seeds"
     if hi <= 1:
-        spread = "one seed: means only"
+        spread = "one seed: means only" if hi else "no grid cells"
     else:
-        spread = f"mean ± half-width of the t-based 95% interval over {seeds}"
+        spread = f"mean ± half-width of the t-based 95% interval over {_count(lo, hi, 'seeds')}"
     chance = chance_level(block.task)
     chance = f" Chance level: {SCALE * chance:.{DIGITS}f}%." if np.isfinite(chance) else ""
     errors = any(t in ("BE", "rBE") for t, _ in block.headers)
     errors = "; BE and rBE in % of AlexNet's error (lower is better)" if errors else ""
-    return f"Balanced accuracy in % ({spread}){errors}. Bold: the best value of a column.{chance}"
+    models = ""
+    m_lo, m_hi, grid = block.models
+    if m_hi:
+        over = (f"over {_count(m_lo, m_hi, 'models')} ({_count(grid, grid, 'grid seeds')}, each its own "
+                f"dataset)") if m_hi > 1 else "one model: means only"
+        models = (f" Models trained on D_rand / D_det / D_R: {over}; above chance: a one-sided t-test over the "
+                  f"models at the {ALPHA:.0%} level (AUC chance: 50%).")
+    return f"Balanced accuracy in % ({spread}){errors}. Bold: the best value of a column.{chance}{models}"

@@ -48,7 +48,7 @@ def from_settings(settings: dict) -> pd.DataFrame:
 
 def validate(df: pd.DataFrame, source: str = "history") -> pd.DataFrame:
     """``df`` with the history schema's columns and dtypes, one row per cell and epoch; UserError otherwise."""
-    out = results.coerce(df, SCHEMA, source)
+    out = results.coerce(results.with_defaults(df), SCHEMA, source)
     dup = out.duplicated(CELL + ["epoch"], keep=False)
     if dup.any():
         first = out[dup].iloc[0]

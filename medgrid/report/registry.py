@@ -47,6 +47,9 @@ CHARTS: tuple[Chart, ...] = (
     Chart("training_curves", "Training curves: loss, accuracy and validation balanced accuracy per epoch",
           "the per-epoch histories of the checkpoints (medgrid history -> results/history.parquet)",
           "(f) training curves", source="history"),
+    Chart("nonrobust_sweep", "Non-robust features vs the attack: D_rand / D_det per attack setting",
+          "clean rows of models trained on D_rand / D_det of recorded attack settings (column construction); "
+          "texture rows (metric texture_alignment) on the synthetic tasks", "(g) non-robust features vs attack"),
 )
 BY_NAME = {chart.name: chart for chart in CHARTS}
 

@@ -24,8 +24,8 @@ from medgrid import epsilon, results
 from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
 from medgrid.labels import ATTACK_NAME, DATA_LABEL, NORM_NAME, NORM_ORDER, robust_label, setting_label
-from medgrid.names import EVAL_KINDS, ROBUST_KINDS
-from medgrid.report import chart_parts, charts, registry
+from medgrid.names import EVAL_KINDS, NO_CONSTRUCTION, ROBUST_KINDS
+from medgrid.report import chart_features, chart_parts, charts, registry
 from medgrid.report.aggregate import by_seed
 from medgrid.report.audit import write_audit_html
 
@@ -130,15 +130,17 @@ def write_table_html(df: pd.DataFrame, path: Path, source: str = "the tidy table
     if not s.empty:
         s = s.assign(
             training=[setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)],
-            data=s.train_data.map(DATA_LABEL),
+            data=[DATA_LABEL[d] + ("" if c == NO_CONSTRUCTION else f" ({c})") for d, c in zip(s.train_data,
+                                                                                               s.construction)],
             evaluation=[_evaluation(r) for r in s.itertuples()],
             _o1=s.train_norm.map(NORM_ORDER), _o2=s.eval_kind.map({k: i for i, k in enumerate(EVAL_KINDS)}),
         ).sort_values(["task", "size", "arch", "train_data", "_o1", "train_eps", "_o2", "eval_norm", "eval_eps",
                        "corruption", "severity", "metric"])
         s = s[["task", "size", "arch", "training", "data", "evaluation", "metric", "mean", "std", "ci95_t_low",
-               "ci95_t_high", "n_seeds", "n"]]
-        s = s.rename(columns={"ci95_t_low": "95% low", "ci95_t_high": "95% high", "n_seeds": "seeds",
-                              "n": "test images (all seeds)"})
+               "ci95_t_high", "n_seeds", "n_grid_seeds", "p_above_chance", "n"]]
+        s = s.rename(columns={"ci95_t_low": "95% low", "ci95_t_high": "95% high", "n_seeds": "models",
+                              "n_grid_seeds": "grid seeds", "p_above_chance": "p (above chance)",
+                              "n": "test images (all models)"})
     table = s.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4f}", border=0, classes="t")
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>medgrid: seed-aggregated results</title>
@@ -150,8 +152,10 @@ table.t td {{ padding: 3px 8px; border-bottom: 1px solid #e4e4e4; font-variant-n
 table.t tr:hover td {{ background: #f7f7ff; }}
 </style></head><body>
 <h2>Seed-aggregated results</h2>
-<p>One row per measurement and training setting: mean over seeds, standard deviation (ddof 1) and the t-based
-95% interval of the mean (blank with one seed). Accuracies are fractions of the test set.
+<p>One row per measurement and training setting: mean over the models (the grid's seeds; for models trained on
+D_rand / D_det / D_R, every model of every grid seed's dataset), standard deviation (ddof 1) and the t-based
+95% interval of the mean (blank with one model). Clean balanced accuracy and AUC: p of the one-sided t-test that
+the mean is above chance (1 / classes; AUC 0.5). Accuracies are fractions of the test set.
 Source: {html.escape(str(source))} ({len(df)} rows).</p>
 {table}
 </body></html>
@@ -179,6 +183,7 @@ def make_charts(summary, out_dir, *, metric: str = "balanced_acc", history=None)
     out_dir = Path(out_dir)
     s = chart_parts.seed_view(df, metric)
     builders = {name: functools.partial(build, s, metric) for name, build in charts.BUILDERS.items()}
+    builders.update({name: functools.partial(build, df, metric) for name, build in chart_features.BUILDERS.items()})
     if history is not None:
         from medgrid.report import chart_training
         from medgrid.report import history as histories

@@ -17,7 +17,7 @@ from medgrid.data import loading
 from medgrid.errors import UserError
 from medgrid.evaluation import health, metrics
 from medgrid.evaluation.predict import predict
-from medgrid.names import SELECTIONS
+from medgrid.names import NO_CONSTRUCTION, SELECTIONS
 from medgrid.seeding import seed_everything, training_seeds
 
 
@@ -89,17 +89,20 @@ def warmup_factor(warmup_epochs: int, it: int, steps_per_epoch: int) -> float:
 
 
 def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, hp: HParams,
-          device: str = "cpu", train_data: str = "original", progress: bool = True):
+          device: str = "cpu", train_data: str = "original", model_seed: int = 0,
+          construction: str = NO_CONSTRUCTION, progress: bool = True):
     """Train one cell; returns (model with the selected epoch's weights, settings dict for the checkpoint).
 
     ``seed`` is the grid seed; the run's own seeds come from :func:`medgrid.seeding.training_seeds`
-    (independent of the source cell's for constructed datasets). The epoch kept is chosen by
+    (independent of the source cell's for constructed datasets; ``model_seed`` numbers the models trained
+    on one constructed dataset). ``construction``: the attack setting that made a D_rand / D_det dataset
+    (recorded in the settings, so the model's rows name it). The epoch kept is chosen by
     :func:`selection_rule`. With ``hp.eps_warmup_epochs`` = k > 0, adversarial training ramps epsilon up
     over the first k epochs (:func:`warmup_factor`); only epochs after the warm-up, trained at the full
     epsilon, can be kept or stop the run early. The settings record, per epoch, the training epsilon reached.
     """
     selection = selection_rule(hp, train_data)
-    seeds = training_seeds(seed, train_data)
+    seeds = training_seeds(seed, train_data, model_seed)
     seed_everything(seeds["init"])
     on_cuda = torch.device(device).type == "cuda"
     model = models.build(arch, ds.info.n_channels, ds.info.n_classes, ds.size)
@@ -167,7 +170,8 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
     model = model.to(memory_format=torch.contiguous_format).eval()
     settings = {
         "task": ds.info.name, "size": ds.size, "arch": arch, "norm": norm, "eps": float(eps), "seed": seed,
-        "train_data": train_data, "n_channels": ds.info.n_channels, "n_classes": ds.info.n_classes,
+        "train_data": train_data, "construction": construction, "model_seed": int(model_seed),
+        "n_channels": ds.info.n_channels, "n_classes": ds.info.n_classes,
         "data_path": str(ds.path), "data_sha256": ds.sha256, "hparams": asdict(hp),
         "init_seed": seeds["init"], "order_seed": seeds["order"], "attack_seed": seeds["attack"],
         "selection": selection, "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # this repository's medgrid, installed or not
 import yaml
-from medgrid import catalog, epsilon, names
+from medgrid import catalog, constructions, epsilon, names
 from medgrid.config import unknown_keys, warmup_errors
 from medgrid.errors import UserError
 from medgrid.report import registry
@@ -117,6 +117,7 @@ wildcard_constraints:
     eps=_alternatives(t for tokens in TRAIN_GRID.values() for t in tokens),
     seed=_alternatives(config["seeds"]),
     dataset=_alternatives(DATASETS),
+    model="[1-9][0-9]*",
 
 
 # ----------------------------------------------------------------------------- targets
@@ -259,7 +260,7 @@ def transfer_source(wildcards):
         and ev.get("sanity", {}).get("transfer", True)
     )
     standard_cell = wildcards.norm == "none" and "fset" not in wildcards.keys()
-    if not wanted or standard_cell:
+    if not wanted or standard_cell or clean_only(wildcards):
         return {}
     return {
         "source": rules.train.output.model.format(
@@ -433,20 +434,71 @@ if "drobust" in FEATURES["datasets"] and ROBUST_EPS not in TRAIN_GRID.get(
     )
 
 
-def nonrobust_options(wildcards):
-    """Attack flags of `medgrid features nonrobust`; --rand-targets only reaches D_rand."""
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _nonrobust_attacks():
+    """The attack settings of D_rand / D_det: every (eps, steps) of features.nonrobust, duplicates refused."""
     nr = FEATURES["nonrobust"]
+    attacks = {}
+    for eps in _as_list(nr["eps"]):
+        for steps in _as_list(nr["steps"]):
+            try:
+                attack = constructions.Attack(
+                    nr["norm"],
+                    epsilon.parse(eps),
+                    epsilon.parse(nr["step_size"]),
+                    int(steps),
+                )
+                key = attack.token
+            except UserError as exc:
+                raise ValueError(f"config: features.nonrobust: {exc}") from None
+            if key in attacks:
+                raise ValueError(
+                    f"config: features.nonrobust lists the setting {key} twice (perhaps as 0.5 and 0.50)"
+                )
+            attacks[key] = (eps, steps)
+    return attacks
+
+
+NONROBUST_ATTACKS = (
+    _nonrobust_attacks()
+)  # token -> (eps, steps) as the config writes them
+# one setting keeps the plain names (drand.npz, as before sweeps); a sweep names each setting's datasets
+NONROBUST_SETS = {
+    constructions.name(kind, token if len(NONROBUST_ATTACKS) > 1 else None): value
+    for kind in constructions.NONROBUST
+    if kind in FEATURES["datasets"]
+    for token, value in NONROBUST_ATTACKS.items()
+}
+FEATURE_SETS = list(NONROBUST_SETS) + [
+    d for d in FEATURES["datasets"] if d not in constructions.NONROBUST
+]
+MODEL_SEEDS = range(FEATURES["model_seeds"])
+
+
+def nonrobust_options(wildcards):
+    """Attack flags of `medgrid features nonrobust` for one dataset (one setting of a sweep); --rand-targets
+    only reaches D_rand."""
+    nr = FEATURES["nonrobust"]
+    kind, _ = constructions.split(wildcards.nonrobust)
+    eps, steps = NONROBUST_SETS[wildcards.nonrobust]
     opts = {
-        "mode": {"drand": "rand", "ddet": "det"}[wildcards.nonrobust],
+        "mode": {"drand": "rand", "ddet": "det"}[kind],
         "norm": nr["norm"],
-        "eps": epsilon.arg(nr["norm"], nr["eps"]),
+        "eps": epsilon.arg(nr["norm"], eps),
         "step_size": nr["step_size"],
-        "steps": nr["steps"],
+        "steps": steps,
         "batch_size": FEATURES["batch_size"],
     }
-    if wildcards.nonrobust == "drand":
+    if kind == "drand":
         opts["rand_targets"] = nr["rand_targets"]
     return _flags(opts) + (" --random-start" if nr["random_start"] else "")
+
+
+def alignment_options(wildcards):
+    return f"--data-seed {config['data_seed']}"
 
 
 def robust_options():
@@ -463,13 +515,17 @@ def robust_options():
 
 def features_train_options(wildcards):
     """Flags of the models trained on these datasets: the arch's hparams with its `standard` block
-    (as train_options for a none-0 cell), then features.train on top."""
+    (as train_options for a none-0 cell), then features.train on top; --model-seed for the second and
+    later models of a dataset (the first keeps the command it always had)."""
     hp = config["hparams"][wildcards.arch]
     merged = {k: v for k, v in hp.items() if k not in ("standard", "adversarial")}
     merged.update(hp.get("standard", {}))
     merged = {k: v for k, v in merged.items() if k not in ADVERSARIAL_ONLY}
     merged.update(FEATURES["train"])
-    return _flags(dict(sorted(merged.items())))
+    flags = _flags(dict(sorted(merged.items())))
+    if "model" in wildcards.keys():
+        flags += f" --model-seed {wildcards.model}"
+    return flags
 
 
 def features_attack_grid():
@@ -479,32 +535,66 @@ def features_attack_grid():
     return _tokens(FEATURES["attack_grid"], "features.attack_grid")
 
 
-def features_attack_options():
-    """features.attack_grid as `medgrid evaluate` flags."""
-    return attack_options(features_attack_grid())
+def clean_only(wildcards):
+    """Whether a model is evaluated on the clean test set only: those trained on D_rand / D_det (their
+    robustness is not the experiment's question, and the attacks would cost more than their training).
+    """
+    return (
+        "fset" in wildcards.keys()
+        and constructions.split(wildcards.fset)[0] in constructions.NONROBUST
+    )
+
+
+def features_attack_options(wildcards):
+    """features.attack_grid as `medgrid evaluate` flags (none for D_rand / D_det models)."""
+    return "" if clean_only(wildcards) else attack_options(features_attack_grid())
+
+
+def features_evaluate_options(wildcards):
+    """The strong evaluation and masking checks of the D_R models at features.attack_grid (none for D_rand /
+    D_det models)."""
+    return "" if clean_only(wildcards) else evaluate_options(features_attack_grid())
 
 
 def _feature_sets():
-    """(dataset, the cells it is made from) of every configured Ilyas et al. dataset."""
-    for fset in FEATURES["datasets"]:
+    """(dataset name, the cells it is made from) of every configured Ilyas et al. dataset (each setting of
+    an attack sweep its own D_rand / D_det)."""
+    for fset in FEATURE_SETS:
         if fset == "drobust":
             yield fset, dict(norm=ROBUST_NORM, eps=ROBUST_EPS)
         else:
             yield fset, dict(norm="none")
 
 
+def _model_paths(pattern, fset, where):
+    """A pattern with {fset} (and {model}) for every model trained on one dataset: model 0 at the path the
+    first model always had, models 1.. in model{k}/ beside it."""
+    first = pattern.replace("{fset}", fset)
+    paths = grid_paths(first, **where)
+    for k in MODEL_SEEDS[1:]:
+        later = first.replace(f"features/{fset}/", f"features/{fset}/model{k}/", 1)
+        paths += grid_paths(later, **where)
+    return paths
+
+
 def features_tables():
-    """Per dataset: how it was made (attack success, ...) and the evaluation of the model trained on it."""
+    """Per dataset: how it was made (attack success, ...; on the synthetic tasks the texture alignment of
+    D_rand / D_det) and the evaluation of every model trained on it."""
     tables = []
     for fset, where in _feature_sets():
         if fset == "drobust":
-            made = rules.features_robust.output.table
+            tables += grid_paths(rules.features_robust.output.table, **where)
         else:
             made = rules.features_nonrobust.output.table.replace("{nonrobust}", fset)
-        tables += grid_paths(made, **where)
-        tables += grid_paths(
-            rules.evaluate_features.output.table.replace("{fset}", fset), **where
-        )
+            tables += grid_paths(made, **where)
+            aligned = rules.features_alignment.output.table.replace("{nonrobust}", fset)
+            tables += [
+                p
+                for task in config["tasks"]
+                if task in names.SYNTHETIC_TASKS
+                for p in grid_paths(aligned, task=task, **where)
+            ]
+        tables += _model_paths(rules.evaluate_features.output.table, fset, where)
     return tables
 
 
@@ -512,9 +602,7 @@ def all_checkpoints(wildcards=None):
     """Every model of the run: the grid's cells and the models trained on the Ilyas et al. datasets."""
     models = grid_paths(rules.train.output.model)
     for fset, where in _feature_sets():
-        models += grid_paths(
-            rules.train_features.output.model.replace("{fset}", fset), **where
-        )
+        models += _model_paths(rules.train_features.output.model, fset, where)
     return models
 
 
