@@ -14,7 +14,7 @@ from conftest import headless
 
 from medgrid import cli, results
 from medgrid.names import HEADLINE_COLUMNS
-from medgrid.report import aggregate, headline, headline_write
+from medgrid.report import aggregate, headline, headline_blocks, headline_write
 
 EPS = {"linf": 2 / 255, "l2": 0.5}
 SETTINGS = [("none", 0.0), ("linf", 2 / 255), ("linf", 4 / 255), ("l2", 0.5)]
@@ -103,7 +103,7 @@ def make_results(*, seeds=(0,), tasks=("synthetic",), **kw) -> pd.DataFrame:
 
 def build(df, **kw):
     frame = headline.build(df, eps=EPS, **kw)
-    return frame, headline.blocks(frame, eps=EPS, pgd_steps=20, **kw)
+    return frame, headline_blocks.blocks(frame, eps=EPS, pgd_steps=20, **kw)
 
 
 def by_column(frame, column):
@@ -216,7 +216,7 @@ def test_be_not_comparable_below_224_px_and_lower_is_better():
     frame, (block,) = build(make_results(tasks=("breastmnist",), be=True, size=224))
     assert set(by_column(frame, "be").metric) == {"be"}
     assert not any(m == headline.NOT_COMPARABLE_MARK for m, _ in block.notes)
-    assert "BE and rBE" in headline.caption(block) and "Chance level: 50.0%" in headline.caption(block)
+    assert "BE and rBE" in headline_blocks.caption(block) and "Chance level: 50.0%" in headline_blocks.caption(block)
 
 
 def test_three_seeds_give_the_intervals_of_summary_by_seed(tmp_path, capsys):
@@ -427,7 +427,7 @@ def test_models_of_a_sweep_ilyas_setting_intervals_over_models_and_the_test():
     assert auc["mean"] == pytest.approx(0.85, abs=0.03) and "yes" in auc.text
     assert [d for t, d in block.headers if t == "D_rand model"] == ["clean bal. acc., L2 0.5, 100 steps of 0.1",
                                                                      "clean AUC, L2 0.5, 100 steps of 0.1"]
-    text = headline.caption(block)
+    text = headline_blocks.caption(block)
     assert "over 2 seeds" in text and "over 6 models (2 grid seeds" in text and "one-sided t-test" in text
     # at chance: "no", with its p-value
     at_chance = sweep_rows("synthetic").query("construction != 'l2-0.5-100x0.1'")

@@ -17,8 +17,8 @@ from medgrid import results
 from medgrid.atomic import atomic_outputs
 from medgrid.errors import UserError
 from medgrid.names import HEADLINE_COLUMNS
-from medgrid.report import headline
-from medgrid.report.headline import Block, Cell
+from medgrid.report import headline, headline_blocks
+from medgrid.report.headline_blocks import Block, Cell
 
 FILES = {"csv": "headline.csv", "tex": "headline.tex", "html": "headline.html"}
 
@@ -50,12 +50,21 @@ def tex(text: str) -> str:
     return "".join(parts) + "".join(TEX.get(ch, ch) for ch in text[pos:])
 
 
+ABOVE_CHANCE = " · above chance: "  # how a D_rand / D_det cell states its test (medgrid.report.headline)
+
+
 def _tex_cell(cell: Cell | None) -> str:
+    """A cell; a tested one (D_rand / D_det) on two lines, the test's verdict small below the value, so the
+    table keeps to a landscape page."""
     if cell is None:
         return "--"
-    body = tex(cell.text)
+    value, tested, verdict = cell.text.partition(ABOVE_CHANCE)
+    body = tex(value)
     body = rf"\textbf{{{body}}}" if cell.best else body
-    return body + tex(cell.mark)
+    body += tex(cell.mark)
+    if tested:
+        body = rf"\shortstack[r]{{{body}\\\scriptsize {tex(verdict)}}}"  # the caption names the test
+    return body
 
 
 def _tex_detail(detail: str) -> str:
@@ -66,12 +75,22 @@ def _tex_detail(detail: str) -> str:
     return rf"\footnotesize {tex(detail)}"
 
 
+def _tex_title(title: str) -> str:
+    """A column's title; a long one (robust L-inf 2/255, D_rand model) on two lines, so wide tables fit."""
+    first, sep, rest = title.partition(" ")
+    if sep and len(title) > 10:
+        return rf"\shortstack[r]{{{tex(first)}\\{tex(rest)}}}"
+    return tex(title)
+
+
 def _tex_table(block: Block) -> str:
     n = len(block.headers)
-    lines = [r"\begin{table}[htbp]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
-             rf"\caption{{{tex(block.title)}: {tex(headline.caption(block))}}}",
+    wide = n > 9  # every column of the headline (D_rand / D_det with their AUCs): smaller type to fit the page
+    lines = [r"\begin{table}[htbp]", r"\centering", r"\footnotesize" if wide else r"\small",
+             rf"\setlength{{\tabcolsep}}{{{2 if wide else 4}pt}}",
+             rf"\caption{{{tex(block.title)}: {tex(headline_blocks.caption(block))}}}",
              rf"\begin{{tabular}}{{l{'r' * n}}}", r"\toprule",
-             " & ".join(["training"] + [tex(t) for t, _ in block.headers]) + r" \\",
+             " & ".join(["training"] + [_tex_title(t) for t, _ in block.headers]) + r" \\",
              " & ".join([""] + [_tex_detail(d) for _, d in block.headers]) + r" \\",
              r"\midrule"]
     lines += [" & ".join([tex(label)] + [_tex_cell(c) for c in cells]) + r" \\" for label, cells in block.rows]
@@ -124,7 +143,7 @@ def _html_table(block: Block) -> str:
     body = "\n".join(f"<tr><td>{html.escape(label)}</td>{''.join(_html_cell(c) for c in cells)}</tr>"
                      for label, cells in block.rows)
     notes = "\n".join(f'<p class="note">{html.escape(f"{m} {t}".strip())}</p>' for m, t in block.notes)
-    return (f"<h2>{html.escape(block.title)}</h2>\n<p class=\"cap\">{html.escape(headline.caption(block))}</p>\n"
+    return (f"<h2>{html.escape(block.title)}</h2>\n<p class=\"cap\">{html.escape(headline_blocks.caption(block))}</p>\n"
             f'<table class="h">\n<thead><tr><th>training</th>{titles}</tr>\n'
             f'<tr class="detail"><th></th>{details}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n{notes}')
 
@@ -150,7 +169,7 @@ def to_markdown(blocks: list[Block]) -> str:
     out = []
     for b in blocks:
         head = ["training"] + [f"{t} ({d})" for t, d in b.headers]
-        out += [f"**{b.title}**: {headline.caption(b)}", "", "| " + " | ".join(head) + " |",
+        out += [f"**{b.title}**: {headline_blocks.caption(b)}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" + "---:|" * len(b.headers)]
         for label, cells in b.rows:
             shown = ["–" if c is None else (f"**{c.text}**" if c.best else c.text) + c.mark for c in cells]
@@ -169,7 +188,7 @@ def make_headline(summary, out_dir, *, eps: dict[str, float], columns=HEADLINE_C
     if df.empty:
         raise UserError(f"results table {summary} has no rows; run the evaluations first")
     frame = headline.build(df, eps=eps, columns=columns)
-    blocks = headline.blocks(frame, eps=eps, pgd_steps=pgd_steps, columns=columns)
+    blocks = headline_blocks.blocks(frame, eps=eps, pgd_steps=pgd_steps, columns=columns)
     out_dir = Path(out_dir)
     paths = {fmt: out_dir / name for fmt, name in FILES.items()}
     with atomic_outputs(*paths.values()) as temps:  # the three files, all or none
