@@ -13,7 +13,7 @@ import pandas as pd
 
 from medgrid.atomic import atomic_output
 from medgrid.errors import UserError
-from medgrid.names import EVAL_KINDS, NO_CORRUPTION, NO_NORM, TRAIN_DATA, TRAIN_NORMS
+from medgrid.names import DEFAULT_METHOD, EVAL_KINDS, NO_CORRUPTION, NO_NORM, TRAIN_DATA, TRAIN_METHODS, TRAIN_NORMS
 
 # column -> pandas dtype, in the order the table is written
 SCHEMA: dict[str, str] = {
@@ -22,6 +22,8 @@ SCHEMA: dict[str, str] = {
     "arch": "string",
     "train_norm": "string",
     "train_eps": "float64",
+    "train_method": "string",  # pgd (also on standard models: their epsilon-0 point) | trades | fgsm-rs
+    "train_method_param": "float64",  # the method's parameter (trades: beta), 0.0 for a method without one
     "seed": "int64",
     "train_data": "string",
     "eval_kind": "string",
@@ -36,11 +38,13 @@ SCHEMA: dict[str, str] = {
 COLUMNS = list(SCHEMA)
 # A row's model, in one definition every consumer (health, history, audit, charts, headline) uses:
 BLOCK = ["task", "size", "arch"]  # one task at one size and arch: a headline block, a chart panel
-SETTING = ["train_norm", "train_eps"]  # how the grid trained it: a row of the headline table
+SETTING = ["train_norm", "train_eps", "train_method", "train_method_param"]  # how it was trained: a headline row
 CELL = BLOCK + SETTING + ["seed", "train_data"]  # one trained model (a grid cell, or one on an Ilyas dataset)
 MODEL = [c for c in CELL if c != "seed"]  # a model over its seeds
 # the columns that identify a measurement; (KEY, value) is unique in a valid table
 KEY = [c for c in COLUMNS if c not in ("value", "n")]
+# columns a table written before they existed lacks, and the value they had there
+DEFAULTS = {"train_method": DEFAULT_METHOD, "train_method_param": 0.0}
 
 
 def cell_columns(settings: Mapping) -> dict:
@@ -51,6 +55,9 @@ def cell_columns(settings: Mapping) -> dict:
         "arch": settings["arch"],
         "train_norm": settings["norm"],
         "train_eps": float(settings["eps"]),
+        # absent before training methods existed: PGD-AT, or standard training
+        "train_method": settings.get("method", DEFAULT_METHOD),
+        "train_method_param": float(settings.get("method_param") or 0.0),
         "seed": int(settings["seed"]),
         "train_data": settings.get("train_data", "original"),
     }
@@ -65,9 +72,9 @@ def make_row(cell: Mapping, *, eval_kind: str, metric: str, value: float, n: int
             "value": float(value), "n": int(n)}
 
 
-def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataFrame:
+def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str, nullable=()) -> pd.DataFrame:
     """``df`` with exactly the columns of ``schema`` (column -> dtype), in its order and dtypes, no missing
-    values; UserError saying why not."""
+    values (but in the float columns ``nullable``, where NaN means "not measured"); UserError saying why not."""
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise UserError(f"{source}: missing columns {missing}")
@@ -76,7 +83,7 @@ def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataF
         raise UserError(f"{source}: unexpected columns {extra}")
     out = df[list(schema)].copy()
     for col, dtype in schema.items():
-        if out[col].isna().any():
+        if out[col].isna().any() and col not in nullable:
             raise UserError(f"{source}: column {col!r} has missing values")
         try:
             out[col] = out[col].astype(dtype)
@@ -85,10 +92,17 @@ def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataF
     return out
 
 
+def with_defaults(df: pd.DataFrame, defaults: Mapping = DEFAULTS) -> pd.DataFrame:
+    """``df`` with each column of ``defaults`` it lacks added, holding its default (an older table)."""
+    missing = {c: v for c, v in defaults.items() if c not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
 def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
-    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why."""
-    out = coerce(df, SCHEMA, source)
-    for col, allowed in (("train_norm", TRAIN_NORMS), ("eval_norm", TRAIN_NORMS),
+    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why. A table written
+    before a column of :data:`DEFAULTS` existed gets that column with its default."""
+    out = coerce(with_defaults(df), SCHEMA, source)
+    for col, allowed in (("train_norm", TRAIN_NORMS), ("eval_norm", TRAIN_NORMS), ("train_method", TRAIN_METHODS),
                          ("train_data", TRAIN_DATA), ("eval_kind", EVAL_KINDS)):
         bad = sorted(set(out[col]) - set(allowed))
         if bad:

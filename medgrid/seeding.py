@@ -23,6 +23,7 @@ STREAM_APGD = 10  # APGD starts: (batch, eps, attack, target)
 STREAM_SUBSET = 11  # the test images of a strong evaluation with a sample cap
 STREAM_SANITY = 12  # starts of the gradient-masking checks' attacks
 STREAM_SALIENCY = 13  # the PGD start of the saliency figure's adversarial examples
+STREAM_OVERFIT_GUARD = 14  # fast adversarial training's guard: its training batch (0) and PGD start (1)
 
 
 def numpy_rng(seed: int, *stream: int) -> np.random.Generator:

@@ -1,4 +1,5 @@
-"""The verbs of one attack iteration: random start and the per-sample loss with its input gradient.
+"""The verbs of one attack iteration: random start and the per-sample loss with its input gradient (cross-entropy,
+or TRADES' KL divergence from the clean prediction).
 
 The step and the projection are one fused call, :func:`medgrid.ops.pgd_step`. L2 random start:
 uniform in the eps-ball (direction Gaussian, radius eps * U^(1/d)).
@@ -38,6 +39,16 @@ def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Genera
         radius = eps * u.pow(1.0 / flat.shape[1])
         delta = (flat * radius[:, None]).view_as(x)
     return (x + delta).clamp_(0, 1)
+
+
+def kl_grad(model, x_adv: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
+    """The gradient, with respect to the input, of TRADES' inner objective: the batch's summed
+    KL(p_clean || softmax(model(x_adv))), where ``p_clean`` holds the class probabilities on the clean images."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    log_p = F.log_softmax(model(x_adv).float(), dim=1)
+    loss = F.kl_div(log_p, p_clean, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x_adv)
+    return grad
 
 
 def loss_and_grad(model, x_adv: torch.Tensor, labels: torch.Tensor):
