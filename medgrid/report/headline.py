@@ -23,8 +23,8 @@ import pandas as pd
 from medgrid import epsilon, results
 from medgrid.data.tasks import chance_level
 from medgrid.errors import UserError
-from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, attack_name, setting_label
-from medgrid.names import CORRUPTION_MEAN, HEADLINE_COLUMNS, HEALTH_METRIC, WHITE_BOX_KINDS
+from medgrid.labels import DATA_LABEL, NORM_NAME, attack_name, setting_label, setting_order
+from medgrid.names import CORRUPTION_MEAN, HEADLINE_COLUMNS, HEALTH_METRIC, OVERFIT_METRIC, WHITE_BOX_KINDS
 from medgrid.report.aggregate import by_seed
 
 BLOCK = results.BLOCK
@@ -34,15 +34,18 @@ ACC = "balanced_acc"
 NOT_COMPARABLE = "_not_comparable"  # suffix of BE / rBE measured at a size other than 224 px
 
 # the headline frame's columns, as written to headline.csv
-FRAME = ["task", "size", "arch", "setting", "train_norm", "train_eps", "column", "train_data", "eval_kind",
-         "eval_norm", "eval_eps", "corruption", "severity", "metric", "mean", "low", "high", "n_seeds",
-         "degenerate_seeds", "best", "text"]
+FRAME = ["task", "size", "arch", "setting", "train_norm", "train_eps", "train_method", "train_method_param",
+         "column", "train_data", "eval_kind", "eval_norm", "eval_eps", "corruption", "severity", "metric", "mean",
+         "low", "high", "n_seeds", "degenerate_seeds", "overfit_seeds", "best", "text"]
 
 # footnote marks
-DEGENERATE, PGD_ONLY, NOT_COMPARABLE_MARK = "†", "‡", "§"
+DEGENERATE, PGD_ONLY, NOT_COMPARABLE_MARK, OVERFIT = "†", "‡", "§", "¶"
 NOTES = {
     DEGENERATE: "degenerate in at least one seed (predicts one class, or clean balanced accuracy within 2 points "
                 "of chance); left out of the bold best values",
+    OVERFIT: "the catastrophic-overfitting guard of fast adversarial training stopped the run in at least one seed "
+             "(PGD accuracy on a fixed training batch fell by more than 0.2 in one epoch); that seed keeps an epoch "
+             "before the collapse (Wong et al. 2020)",
     NOT_COMPARABLE_MARK: "images are not 224 px: not comparable to MedMNIST-C's AlexNet baselines (measured at "
                          "224 px)",
 }
@@ -126,11 +129,14 @@ def _cell_text(mean: float, low: float, high: float, n_seeds: int) -> str:
 
 def _order(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     """Tasks and archs in the order the results list them, sizes ascending, settings standard -> L-inf -> L2 by
-    epsilon, columns in HEADLINE_COLUMNS order."""
+    epsilon under PGD-AT, then grouped by each other method (:func:`medgrid.labels.setting_order`), columns in
+    HEADLINE_COLUMNS order."""
     rank = {c: {v: i for i, v in enumerate(pd.unique(df[c]))} for c in ("task", "arch")}
+    settings = [setting_order(*k) for k in zip(*(frame[c] for c in results.SETTING))]
+    setting_rank = {k: i for i, k in enumerate(sorted(set(settings)))}
     keys = dict(_t=frame.task.map(rank["task"]), _a=frame.arch.map(rank["arch"]),
-                _n=frame.train_norm.map(NORM_ORDER), _c=frame.column.map(HEADLINE_COLUMNS.index))
-    return (frame.assign(**keys).sort_values(["_t", "size", "_a", "_n", "train_eps", "_c"])
+                _s=[setting_rank[k] for k in settings], _c=frame.column.map(HEADLINE_COLUMNS.index))
+    return (frame.assign(**keys).sort_values(["_t", "size", "_a", "_s", "_c"])
             .drop(columns=list(keys)).reset_index(drop=True))
 
 
@@ -160,14 +166,16 @@ def build(df: pd.DataFrame, *, eps: dict[str, float], columns=HEADLINE_COLUMNS) 
     if not parts:
         raise UserError(f"the results table has no rows for any headline column ({', '.join(columns)})")
     frame = pd.concat(parts, ignore_index=True).rename(columns={"ci95_t_low": "low", "ci95_t_high": "high"})
-    health = s[(s.eval_kind == "health") & (s.metric == HEALTH_METRIC) & (s.train_data == "original")]
-    flagged = health.assign(degenerate_seeds=(health["mean"] * health.n_seeds).round().astype("int64"))
-    frame = frame.merge(flagged[CELL + ["degenerate_seeds"]], on=CELL, how="left")
+    for metric, flag in ((HEALTH_METRIC, "degenerate_seeds"), (OVERFIT_METRIC, "overfit_seeds")):
+        health = s[(s.eval_kind == "health") & (s.metric == metric) & (s.train_data == "original")]
+        flagged = health.assign(**{flag: (health["mean"] * health.n_seeds).round().astype("int64")})
+        frame = frame.merge(flagged[CELL + [flag]], on=CELL, how="left")
+    frame["overfit_seeds"] = frame.overfit_seeds.fillna(0).astype("int64")
     # models trained on D_rand / D_det / D_R at chance are a result, not a broken cell: only the original
     # models' health counts
     original = frame.train_data == "original"
     frame["degenerate_seeds"] = frame.degenerate_seeds.where(original, 0).fillna(0).astype("int64")
-    frame["setting"] = [setting_label(n, e) for n, e in zip(frame.train_norm, frame.train_eps)]
+    frame["setting"] = [setting_label(*k) for k in zip(*(frame[c] for c in results.SETTING))]
     frame["text"] = [_cell_text(*v) for v in zip(frame["mean"], frame.low, frame.high, frame.n_seeds)]
     frame["best"] = _best(frame)
     return _order(frame[FRAME], df)
@@ -206,6 +214,7 @@ class Block:
     arch: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     rows: list[tuple[str, list[Cell | None]]] = field(default_factory=list)
+    breaks: set[int] = field(default_factory=set)  # rows that start another training method's group
     notes: list[tuple[str, str]] = field(default_factory=list)
     seeds: tuple[int, int] = (0, 0)
 
@@ -239,11 +248,18 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
             elif c.metric.str.endswith(NOT_COMPARABLE).any():
                 detail, _ = f"{detail} {NOT_COMPARABLE_MARK}", marks.add(NOT_COMPARABLE_MARK)
             block.headers.append((sp.title, detail))
-        settings = b[["train_norm", "train_eps", "setting"]].drop_duplicates()
-        for norm, e, label in settings.itertuples(index=False):
-            row = b[(b.train_norm == norm) & (b.train_eps == e)].set_index("column")
+        settings = b[results.SETTING + ["setting"]].drop_duplicates()
+        previous_method = None
+        for *setting, label in settings.itertuples(index=False):
+            row = b[(b[results.SETTING] == setting).all(axis=1)].set_index("column")
+            method = setting[2]
+            if previous_method is not None and method != previous_method:
+                block.breaks.add(len(block.rows))  # the rows of another training method start here
+            previous_method = method
             if (row.degenerate_seeds > 0).any():
                 label, _ = label + " " + DEGENERATE, marks.add(DEGENERATE)
+            if (row.overfit_seeds > 0).any():
+                label, _ = label + " " + OVERFIT, marks.add(OVERFIT)
             cells = []
             for column in present:
                 if column not in row.index:
@@ -256,7 +272,7 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
                     marks.add(PGD_ONLY)
                 cells.append(Cell(r.text, bool(r.best), PGD_ONLY if fallback else ""))
             block.rows.append((label, cells))
-        block.notes = [(m, NOTES[m]) for m in (DEGENERATE, NOT_COMPARABLE_MARK) if m in marks]
+        block.notes = [(m, NOTES[m]) for m in (DEGENERATE, OVERFIT, NOT_COMPARABLE_MARK) if m in marks]
         if PGD_ONLY in marks:
             block.notes.append((PGD_ONLY, f"{attack_name('pgd', pgd_steps)} only: this model has no APGD "
                                           "evaluation at this ε"))
