@@ -5,7 +5,7 @@
 #                                                   .../features/{fset}.parquet   how it was made (tidy rows)
 #                                                   .../features/{fset}/model.pt  standard training on it
 #                                                   .../features/{fset}/metrics/eval.parquet
-# (D_rand and D_det sit under none-0, D_R under its robust cell.) Every model is evaluated on the
+# (D_rand and D_det sit under none-0, D_R under its robust PGD-AT cell.) Every model is evaluated on the
 # ORIGINAL clean test set and under PGD; its rows carry train_data = drand | ddet | drobust.
 
 
@@ -13,7 +13,7 @@
 rule features_nonrobust:
     input:
         model=lambda wildcards: rules.train.output.model.format(
-            norm="none", eps="0", **dict(wildcards.items())
+            method="", norm="none", eps="0", **dict(wildcards.items())
         ),
         data=data_npz,
     output:
@@ -41,10 +41,12 @@ rule features_nonrobust:
         " --threads {threads} > {log} 2>&1"
 
 
-# D_R from an adversarially trained cell (only features.robust.source is requested).
+# D_R from an adversarially trained cell (only features.robust.source is requested; a PGD-AT cell).
 rule features_robust:
     input:
-        model=rules.train.output.model,
+        model=lambda wildcards: rules.train.output.model.format(
+            method="", **dict(wildcards.items())
+        ),
         data=data_npz,
     output:
         npz="results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/features/drobust.npz",
