@@ -18,7 +18,7 @@ from medgrid import checkpoint, cli, labels, models, names, results, train_metho
 from medgrid.data import loading, npz, synthetic, tasks
 from medgrid.errors import UserError
 from medgrid.evaluation import health
-from medgrid.report import history
+from medgrid.report import chart_parts, history
 from medgrid.training import guard, loop, methods
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny batches (tests/conftest.py)
@@ -299,3 +299,77 @@ def test_an_older_history_gets_the_new_columns():
     table = history.validate(old)
     assert table.train_method.tolist() == ["pgd"] and np.isnan(table.guard_pgd_acc).all()
     assert not table.overfit.any()
+
+
+# ---------------------------------------------------------------------------------------- reports
+
+
+def method_table(seeds=(0, 1)) -> pd.DataFrame:
+    """Clean, PGD, worst-case, MedMNIST-C mean and health rows of standard training, PGD-AT, TRADES (beta 1, 6)
+    and FGSM-RS at L-inf 4/255 and 8/255 on one task; FGSM-RS's guard stopped seed 1 at 8/255."""
+    rng = np.random.default_rng(0)
+    settings = [("none", 0.0, "pgd", 0.0)] + [("linf", k / 255, m, p) for m, p in (("pgd", 0.0), ("trades", 1.0),
+                                                                                   ("trades", 6.0), ("fgsm-rs", 0.0))
+                                               for k in (4, 8)]
+    rows = []
+    for seed in seeds:
+        for norm, eps, method, param in settings:
+            c = _cell(method, param, norm, eps, seed)
+            clean = 0.95 - 10 * eps + rng.normal(0, 0.005)
+            rows.append(results.make_row(c, eval_kind="clean", metric="balanced_acc", value=clean, n=100))
+            for kind in ("pgd", "worst"):
+                rows.append(results.make_row(c, eval_kind=kind, eval_norm="linf", eval_eps=4 / 255,
+                                             metric="balanced_acc", value=clean / 2, n=100))
+            rows.append(results.make_row(c, eval_kind="corruption", corruption="mean", metric="balanced_acc",
+                                         value=clean - 0.1, n=100))
+            rows.append(results.make_row(c, eval_kind="health", metric="degenerate", value=0.0, n=100))
+            if method == "fgsm-rs":
+                fired = float(seed == 1 and eps > 5 / 255)
+                rows.append(results.make_row(c, eval_kind="health", metric=names.OVERFIT_METRIC, value=fired, n=64))
+    return results.from_rows(rows)
+
+
+def test_the_headline_groups_rows_by_method():
+    from medgrid.report import headline, headline_write
+
+    frame = headline.build(method_table(), eps={"linf": 4 / 255}, columns=("clean", "robust_linf", "corruption"))
+    assert set(frame.train_method) == set(names.TRAIN_METHODS) and "overfit_seeds" in frame.columns
+    (block,) = headline.blocks(frame, eps={"linf": 4 / 255}, columns=("clean", "robust_linf", "corruption"))
+    assert [label for label, _ in block.rows] == [
+        "standard", "L∞ 4/255", "L∞ 8/255", "TRADES β=1 L∞ 4/255", "TRADES β=1 L∞ 8/255", "TRADES β=6 L∞ 4/255",
+        "TRADES β=6 L∞ 8/255", "FGSM-RS L∞ 4/255", "FGSM-RS L∞ 8/255 ¶"]
+    assert block.breaks == {3, 5, 7}  # a rule before each other method's (and parameter's) rows
+    assert any(mark == headline.OVERFIT for mark, _ in block.notes)
+    tex = headline_write.to_latex([block])
+    assert tex.count(r"\midrule") == 1 + 3 and r"TRADES $\beta$=6" in tex and r"\P{}" in tex
+    assert headline_write.to_html([block]).count('<tr class="group">') == 3
+
+
+def test_the_charts_draw_one_frontier_and_one_ramp_per_method():
+    from medgrid.report import charts  # altair: only for this test
+
+    s = chart_parts.seed_view(method_table(), "balanced_acc")
+    domain, colors = chart_parts.setting_scale(s)
+    assert domain[:3] == ["standard", "L∞ 4/255", "L∞ 8/255"] and domain[-2:] == ["FGSM-RS L∞ 4/255",
+                                                                                   "FGSM-RS L∞ 8/255"]
+    assert len(set(colors)) == len(colors)  # every setting its own colour
+    pgd_blues = labels.ramp("linf", 2)
+    assert colors[1:3] == pgd_blues  # PGD-AT's colours as before
+    assert colors[3:7] == labels.ramp("trades", 4) and colors[7:] == labels.ramp("fgsm-rs", 2)
+    spec = charts.tradeoff(s, "balanced_acc").to_dict()
+    data = pd.concat([pd.DataFrame(v) for v in spec["datasets"].values()], ignore_index=True)
+    lines = data[data.role == "line"]
+    assert set(lines.family) == {"linf", "TRADES β=1 L∞", "TRADES β=6 L∞", "FGSM-RS L∞"}
+    for _, line in lines.groupby("family"):  # each frontier starts at the standard model
+        assert "standard" in set(line.setting) and len(line) == 3
+    by_eps = charts.by_train_eps(s, "balanced_acc").to_dict()
+    titles = [c["title"]["text"] for c in by_eps["hconcat"]]
+    assert titles == ["L∞ adversarial training", "TRADES β=1 L∞ training", "TRADES β=6 L∞ training",
+                      "FGSM-RS L∞ training"]
+
+
+def test_the_evaluate_command_names_a_stopped_run():
+    table = method_table()
+    lines = [m for m in health.table_messages(table) if "catastrophic overfitting" in m]
+    assert lines == ["catastrophic overfitting: the guard stopped the training of synthetic 28 px cnn-small "
+                     "FGSM-RS L∞ 8/255 seed 1; it kept an epoch before the collapse"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from medgrid import results
 from medgrid.evaluation import metrics
-from medgrid.labels import DATA_LABEL
+from medgrid.labels import DATA_LABEL, setting_label
 from medgrid.names import DEGENERATE_MARGIN, HEALTH_METRICS, OVERFIT_DROP, OVERFIT_METRIC
 
 HEALTH = "health"  # the eval_kind of the rows written here
@@ -103,8 +103,10 @@ def table_messages(table) -> list[str]:
     for key, g in table[wanted].groupby(CELL, sort=True):
         v = {("clean" if kind == "clean" else m): x for kind, m, x in zip(g.eval_kind, g.metric, g.value)}
         if v.get(OVERFIT_METRIC, 0.0) >= 0.5:
-            out.append("the catastrophic-overfitting guard stopped the training of "
-                       + ", ".join(f"{k}={x}" for k, x in zip(CELL, key)) + "; it kept an epoch before the collapse")
+            c = dict(zip(CELL, key))
+            setting = setting_label(*(c[k] for k in results.SETTING))
+            out.append(f"catastrophic overfitting: the guard stopped the training of {c['task']} {c['size']} px "
+                       f"{c['arch']} {setting} seed {c['seed']}; it kept an epoch before the collapse")
         if v.get("degenerate", 0.0) < 0.5 or "clean" not in v:
             continue
         bacc, margin = float(v["clean"]), float(v["chance_margin"])

@@ -249,13 +249,13 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
                 detail, _ = f"{detail} {NOT_COMPARABLE_MARK}", marks.add(NOT_COMPARABLE_MARK)
             block.headers.append((sp.title, detail))
         settings = b[results.SETTING + ["setting"]].drop_duplicates()
-        previous_method = None
+        previous = None
         for *setting, label in settings.itertuples(index=False):
             row = b[(b[results.SETTING] == setting).all(axis=1)].set_index("column")
-            method = setting[2]
-            if previous_method is not None and method != previous_method:
-                block.breaks.add(len(block.rows))  # the rows of another training method start here
-            previous_method = method
+            method = tuple(setting[2:])  # the training method and its parameter
+            if previous is not None and method != previous:
+                block.breaks.add(len(block.rows))  # the rows of another training method (or beta) start here
+            previous = method
             if (row.degenerate_seeds > 0).any():
                 label, _ = label + " " + DEGENERATE, marks.add(DEGENERATE)
             if (row.overfit_seeds > 0).any():
