@@ -150,7 +150,7 @@ def main() -> None:
         for name, seconds in epoch(runs).items():
             times[name].append(seconds)
     shape = tuple(ds.train.images.shape)
-    print(f"training epoch per method; {args.rounds} rounds (methods in turn), medians; {args.task} train split "
+    print(f"training epoch per method; {args.rounds} rounds (methods interleaved batch by batch), medians; {args.task} train split "
           f"{shape} uint8, batch {args.batch_size}, {args.arch}, {args.norm} eps {epsilon.text(args.norm, args.eps)}, "
           f"{args.attack_steps} PGD steps (pgd, trades), beta {args.beta:g}; torch {torch.__version__}, "
           f"{args.threads} thread(s), float32, CPU {platform.processor() or platform.machine()}")

@@ -498,8 +498,8 @@ def test_method_cells_get_a_folder_of_their_own_and_their_flags(tmp_path):
     write_yaml(work / "config" / "m.yaml", {
         "tasks": ["synthetic"], "archs": ["cnn-small"], "seeds": [0], "features": {"datasets": []},
         "shift": {"enabled": False},
-        "train_grid": {"none": [0], "linf": ["8/255"], "trades": {"linf": ["8/255"], "l2": [0.5], "beta": [1, 6.0]},
-                       "fgsm-rs": {"linf": ["8/255"]}},
+        "train_grid": {"none": [0], "linf": ["8/255"], "l2": [],  # (lists replace config.yaml's, mappings merge)
+                       "trades": {"linf": ["8/255"], "l2": [0.5], "beta": [1, 6.0]}, "fgsm-rs": {"linf": ["8/255"]}},
         "hparams": {"cnn-small": {"attack_steps": 3, "attack_step_size": 0.01, "trades": {"epochs": 2},
                                   "fgsm-rs": {"attack_step_size": 0.04}}}})
     train = {j.output[0].removeprefix("results/synthetic/28/cnn-small/"): j.shell
