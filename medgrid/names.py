@@ -89,3 +89,16 @@ SELECTIONS = ("best_val", "last")  # the epoch a run keeps: best validation bala
 # where a command holds its splits: on the compute device, or in (pinned) host memory with batches
 # streamed to the device; auto: on the device when they take at most half of its free memory
 DATA_ON = ("auto", "device", "host")
+
+# ----------------------------------------------------------------------------- training methods
+# How adversarial training turns a batch into a loss (medgrid/training/methods.py): Madry et al.'s PGD-AT, the
+# default (standard training is the epsilon-0 point of every method and is recorded as it); TRADES (Zhang et
+# al. 2019); FGSM from a random start with the catastrophic-overfitting guard (Wong et al. 2020).
+TRAIN_METHODS = ("pgd", "trades", "fgsm-rs")
+DEFAULT_METHOD = "pgd"
+METHOD_PARAMS = {"trades": ("beta", 6.0)}  # a method's one parameter: its name (a train flag) and its default
+SINGLE_STEP_METHODS = ("fgsm-rs",)  # methods that take one attack step (no attack_steps setting)
+# the health row of a run with the guard (fgsm-rs): 1.0 when PGD accuracy on its fixed training batch fell by
+# more than OVERFIT_DROP from one epoch to the next, so the run stopped and kept an epoch before the collapse
+OVERFIT_METRIC = "catastrophic_overfitting"
+OVERFIT_DROP = 0.2

@@ -13,7 +13,16 @@ import pandas as pd
 
 from medgrid.atomic import atomic_outputs
 from medgrid.errors import UserError
-from medgrid.names import EVAL_KINDS, NO_CONSTRUCTION, NO_CORRUPTION, NO_NORM, TRAIN_DATA, TRAIN_NORMS
+from medgrid.names import (
+    DEFAULT_METHOD,
+    EVAL_KINDS,
+    NO_CONSTRUCTION,
+    NO_CORRUPTION,
+    NO_NORM,
+    TRAIN_DATA,
+    TRAIN_METHODS,
+    TRAIN_NORMS,
+)
 
 # column -> pandas dtype, in the order the table is written
 SCHEMA: dict[str, str] = {
@@ -22,6 +31,8 @@ SCHEMA: dict[str, str] = {
     "arch": "string",
     "train_norm": "string",
     "train_eps": "float64",
+    "train_method": "string",  # pgd (also on standard models: their epsilon-0 point) | trades | fgsm-rs
+    "train_method_param": "float64",  # the method's parameter (trades: beta), 0.0 for a method without one
     "seed": "int64",
     "train_data": "string",
     "construction": "string",
@@ -37,12 +48,13 @@ SCHEMA: dict[str, str] = {
 }
 COLUMNS = list(SCHEMA)
 # columns added after tables were first written: an older table without them reads with these values
-# (construction: the attack setting of a D_rand / D_det dataset, medgrid.constructions; model_seed: which of
-# the models trained on one constructed dataset, 0 the first)
-DEFAULTS: dict[str, object] = {"construction": NO_CONSTRUCTION, "model_seed": 0}
+# (the training method: PGD-AT, medgrid.train_method; construction: the attack setting of a D_rand / D_det
+# dataset, medgrid.constructions; model_seed: which of the models trained on one constructed dataset)
+DEFAULTS: dict[str, object] = {"train_method": DEFAULT_METHOD, "train_method_param": 0.0,
+                               "construction": NO_CONSTRUCTION, "model_seed": 0}
 # A row's model, in one definition every consumer (health, history, audit, charts, headline) uses:
 BLOCK = ["task", "size", "arch"]  # one task at one size and arch: a headline block, a chart panel
-SETTING = ["train_norm", "train_eps"]  # how the grid trained it: a row of the headline table
+SETTING = ["train_norm", "train_eps", "train_method", "train_method_param"]  # how it was trained: a headline row
 # one trained model: a grid cell, or one of the models trained on an Ilyas dataset (which construction, which model)
 CELL = BLOCK + SETTING + ["seed", "train_data", "construction", "model_seed"]
 REPLICATES = ["seed", "model_seed"]  # what varies between the replicates of one model: grid seed, model seed
@@ -59,6 +71,9 @@ def cell_columns(settings: Mapping) -> dict:
         "arch": settings["arch"],
         "train_norm": settings["norm"],
         "train_eps": float(settings["eps"]),
+        # absent before training methods existed: PGD-AT, or standard training
+        "train_method": settings.get("method", DEFAULT_METHOD),
+        "train_method_param": float(settings.get("method_param") or 0.0),
         "seed": int(settings["seed"]),
         "train_data": settings.get("train_data", "original"),
         "construction": settings.get("construction", NO_CONSTRUCTION),
@@ -75,15 +90,9 @@ def make_row(cell: Mapping, *, eval_kind: str, metric: str, value: float, n: int
             "value": float(value), "n": int(n)}
 
 
-def with_defaults(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with every :data:`DEFAULTS` column it lacks (an older table) filled with its default."""
-    missing = {c: v for c, v in DEFAULTS.items() if c not in df.columns}
-    return df.assign(**missing) if missing else df
-
-
-def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataFrame:
+def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str, nullable=()) -> pd.DataFrame:
     """``df`` with exactly the columns of ``schema`` (column -> dtype), in its order and dtypes, no missing
-    values; UserError saying why not."""
+    values (but in the float columns ``nullable``, where NaN means "not measured"); UserError saying why not."""
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise UserError(f"{source}: missing columns {missing}")
@@ -92,7 +101,7 @@ def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataF
         raise UserError(f"{source}: unexpected columns {extra}")
     out = df[list(schema)].copy()
     for col, dtype in schema.items():
-        if out[col].isna().any():
+        if out[col].isna().any() and col not in nullable:
             raise UserError(f"{source}: column {col!r} has missing values")
         try:
             out[col] = out[col].astype(dtype)
@@ -101,11 +110,17 @@ def coerce(df: pd.DataFrame, schema: Mapping[str, str], source: str) -> pd.DataF
     return out
 
 
+def with_defaults(df: pd.DataFrame, defaults: Mapping = DEFAULTS) -> pd.DataFrame:
+    """``df`` with each column of ``defaults`` it lacks added, holding its default (an older table)."""
+    missing = {c: v for c, v in defaults.items() if c not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
 def validate(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
-    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why. A table
-    written before a :data:`DEFAULTS` column existed gets that column's default."""
+    """Return ``df`` with the schema's columns, order and dtypes, or raise UserError saying why. A table written
+    before a column of :data:`DEFAULTS` existed gets that column with its default."""
     out = coerce(with_defaults(df), SCHEMA, source)
-    for col, allowed in (("train_norm", TRAIN_NORMS), ("eval_norm", TRAIN_NORMS),
+    for col, allowed in (("train_norm", TRAIN_NORMS), ("eval_norm", TRAIN_NORMS), ("train_method", TRAIN_METHODS),
                          ("train_data", TRAIN_DATA), ("eval_kind", EVAL_KINDS)):
         bad = sorted(set(out[col]) - set(allowed))
         if bad:

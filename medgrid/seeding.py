@@ -25,6 +25,7 @@ STREAM_SANITY = 12  # starts of the gradient-masking checks' attacks
 STREAM_SALIENCY = 13  # the PGD start of the saliency figure's adversarial examples
 STREAM_SQUARE = 21  # Square's random search in the strong evaluation and the black-box check: (batch, eps)
 STREAM_CHECK_SUBSET = 22  # which of the strong evaluation's images the gradient-masking checks use
+STREAM_OVERFIT_GUARD = 14  # fast adversarial training's guard: its training batch (0) and PGD start (1)
 
 
 def numpy_rng(seed: int, *stream: int) -> np.random.Generator:

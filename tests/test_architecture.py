@@ -64,7 +64,8 @@ def test_import_graph_has_no_cycle():
 def test_reader_sees_the_graph():
     # the tests here mean something only if they see the imports they should
     assert "medgrid.cli.base" in GRAPH["medgrid.cli"]
-    assert "medgrid.attacks.pgd" in GRAPH["medgrid.training.loop"]
+    assert "medgrid.attacks.pgd" in GRAPH["medgrid.training.methods"]
+    assert "medgrid.training.methods" in GRAPH["medgrid.training.loop"]
     assert "medgrid.data.loading" in GRAPH["medgrid.evaluation.evaluate"]
     assert "medgrid.evaluation.health" in GRAPH["medgrid.training.loop"]
 
@@ -106,7 +107,7 @@ def test_layers_only_import_downwards():
 def test_the_workflow_vocabulary_is_plain_python():
     """common.smk imports these to build the DAG: they must not pull in torch, numpy, pandas or medmnist."""
     code = ("import sys\nimport medgrid.catalog, medgrid.constructions, medgrid.epsilon, medgrid.names, medgrid.errors, "
-            "medgrid.report.registry\n"
+            "medgrid.report.registry\nimport medgrid.train_method\n"
             "print('HEAVY', sorted(m for m in ('torch', 'numpy', 'pandas', 'medmnist', 'altair') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

@@ -16,7 +16,7 @@ from medgrid.errors import UserError
 from medgrid.evaluation import health
 from medgrid.names import DEGENERATE_MARGIN, EVAL_KINDS, HEALTH_METRICS
 from medgrid.report import chart_features, chart_parts, chart_training, charts, history
-from medgrid.training import loop
+from medgrid.training import loop, methods
 
 N = dict(n_train=400, n_val=100, n_test=100)
 
@@ -187,30 +187,35 @@ def test_warmup_factor_ramps_per_batch():
 
 
 def _recorded_training(monkeypatch, ds, **hp):
+    """Train with every training attack's (eps, alpha) recorded (PGD's and FGSM-RS's perturb, TRADES' perturb_kl;
+    the overfitting guard's own PGD is not a training attack)."""
     calls = []
-    real = loop.perturb
+    for name in ("perturb", "perturb_kl"):
+        real = getattr(methods, name)
 
-    def recording(model, x, y, **kw):
-        calls.append((kw["eps"], kw["alpha"]))
-        return real(model, x, y, **kw)
+        def recording(*args, _real=real, **kw):
+            calls.append((kw["eps"], kw["alpha"]))
+            return _real(*args, **kw)
 
-    monkeypatch.setattr(loop, "perturb", recording)
+        monkeypatch.setattr(methods, name, recording)
     _, settings = loop.train(ds, arch="cnn-small", norm="linf", eps=4 / 255, seed=0, progress=False,
                               hp=loop.HParams(batch_size=100, attack_steps=1, **hp))
     return calls, settings
 
 
-def test_warmup_ramps_eps_and_step_and_selects_after_it(monkeypatch, tmp_path):
+@pytest.mark.parametrize("method, step", [("pgd", 2.5), ("trades", 2.5), ("fgsm-rs", 1.25)])
+def test_warmup_ramps_eps_and_step_and_selects_after_it(monkeypatch, tmp_path, method, step):
     npz.write_npz(tmp_path / "synthetic.npz", synthetic.generate("synthetic", 28, seed=0, n_train=300, n_val=50,
                                                                  n_test=10))
     ds = loading.load("synthetic", 28, tasks.npz_path(tmp_path, "synthetic", 28))
-    eps, alpha = 4 / 255, loop.HParams(attack_steps=1).alpha(4 / 255)
+    eps, alpha = 4 / 255, step * 4 / 255  # one step: Madry's 2.5 eps / steps; Wong et al.'s 1.25 eps
     # k = 0: every batch at exactly the training epsilon and step, as before warm-up existed
-    calls, settings = _recorded_training(monkeypatch, ds, epochs=2)
+    calls, settings = _recorded_training(monkeypatch, ds, epochs=2, method=method)
+    assert settings["method"] == method
     assert calls == [(eps, alpha)] * 6
     assert settings["hparams"]["eps_warmup_epochs"] == 0
     # k = 2 of 3 epochs (3 batches each): a per-batch ramp, then the full epsilon
-    calls, settings = _recorded_training(monkeypatch, ds, epochs=3, eps_warmup_epochs=2)
+    calls, settings = _recorded_training(monkeypatch, ds, epochs=3, eps_warmup_epochs=2, method=method)
     factors = [e / eps for e, _ in calls]
     assert factors == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0, 1.0, 1.0, 1.0])
     assert [a / alpha for _, a in calls] == pytest.approx(factors)

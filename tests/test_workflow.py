@@ -310,7 +310,9 @@ def test_local_data_config_copies_instead_of_downloading(tmp_path):
         name = Path(job.output[0]).name
         assert job.input == [f"../shared/data/medmnist/{name}"]
         assert f"--source ../shared/data/medmnist/{name}" in job.shell and f"--out resources/data/{name}" in job.shell
-    assert len(by_rule(jobs)["train"]) == 2 * 1 * 6 * 3
+    train = [j.output[0] for j in by_rule(jobs)["train"]]
+    assert len(train) == 2 * 1 * (6 + 4) * 3  # PGD-AT's 6 settings, TRADES and FGSM-RS at 2 epsilons each
+    assert sum("/trades-beta6/linf-" in t for t in train) == sum("/fgsm-rs/linf-" in t for t in train) == 2 * 2 * 3
 
 
 def test_deprecated_data_dir_is_read_as_source_dir(tmp_path, tiny_data):
@@ -558,6 +560,84 @@ def test_more_models_per_dataset_leave_the_first_alone(features_run):
     # the D_rand / D_det models' rows are clean ones; the D_R model's include the attacks
     assert set(made[made.train_data == "drand"].eval_kind) == {"clean", "health", "features"}
     assert "pgd" in set(made[made.train_data == "drobust"].eval_kind)
+# ------------------------------------------------------------------------------------ training methods
+# The tiny config's train commands as medgrid wrote them before training methods existed (commit 3fe0e31): an
+# existing config keeps its cell paths, logs and commands, so an upgrade reruns nothing.
+TINY_TRAIN_COMMANDS = {
+    f"{cell_dir(arch, setting)}/model.pt":
+        f"medgrid train --task breastmnist --size 28 --arch {arch} --norm {norm} --eps {eps} --seed 0"
+        f" --data resources/data/breastmnist.npz --out {cell_dir(arch, setting)}/model.pt"
+        + (" --attack-steps 1" if norm != "none" else "")
+        + " --batch-size 32 --epochs 1 --lr 0.01 --momentum 0.9 --optimizer sgd --schedule constant"
+          f" --weight-decay 0.0 --data-on auto --threads 1 > {cell_dir(arch, setting).replace('results/', 'logs/', 1)}"
+          "/train.log 2>&1"
+    for arch in TINY_ARCHS for setting, norm, eps in (("none-0", "none", "0"), ("linf-2o255", "linf", "2/255"))
+}
+METHOD_GRID = {"train_grid": {"trades": {"linf": ["2/255"], "beta": [6]}, "fgsm-rs": {"linf": ["2/255"]}}}
+METHOD_CELLS = {cell_dir(a, s) for a in TINY_ARCHS for s in ("trades-beta6/linf-2o255", "fgsm-rs/linf-2o255")}
+
+
+def test_an_old_config_keeps_its_cell_paths_and_commands(tiny_run):
+    jobs = by_rule(dry_run(tiny_run, "--forceall"))
+    assert {j.output[0]: j.shell for j in jobs["train"]} == TINY_TRAIN_COMMANDS
+    assert sorted(j.output[0] for j in jobs["evaluate"]) == sorted(
+        f"{c}/metrics/eval.parquet" for c in TINY_CELLS)
+
+
+def test_method_cells_get_a_folder_of_their_own_and_their_flags(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    write_yaml(work / "config" / "m.yaml", {
+        "tasks": ["synthetic"], "archs": ["cnn-small"], "seeds": [0], "features": {"datasets": []},
+        "shift": {"enabled": False},
+        "train_grid": {"none": [0], "linf": ["8/255"], "l2": [],  # (lists replace config.yaml's, mappings merge)
+                       "trades": {"linf": ["8/255"], "l2": [0.5], "beta": [1, 6.0]}, "fgsm-rs": {"linf": ["8/255"]}},
+        "hparams": {"cnn-small": {"attack_steps": 3, "attack_step_size": 0.01, "trades": {"epochs": 2},
+                                  "fgsm-rs": {"attack_step_size": 0.04}}}})
+    train = {j.output[0].removeprefix("results/synthetic/28/cnn-small/"): j.shell
+             for j in by_rule(dry_run(work, "--configfile", "config/m.yaml"))["train"]}
+    assert set(train) == {f"{s}/seed0/model.pt" for s in (
+        "none-0", "linf-8o255", "trades-beta1/linf-8o255", "trades-beta6/linf-8o255", "trades-beta1/l2-0.5",
+        "trades-beta6/l2-0.5", "fgsm-rs/linf-8o255")}
+    pgd, trades, fast = (train[f"{s}/seed0/model.pt"] for s in ("linf-8o255", "trades-beta6/linf-8o255",
+                                                                   "fgsm-rs/linf-8o255"))
+    assert "--method" not in pgd and "--epochs 40" in pgd and "--attack-step-size 0.01" in pgd
+    assert "--method trades --beta 6 " in trades and "--epochs 2" in trades and "--attack-steps 3" in trades
+    assert "--method fgsm-rs " in fast and "--attack-steps" not in fast and "--attack-step-size 0.04" in fast
+    assert "logs/synthetic/28/cnn-small/fgsm-rs/linf-8o255/seed0/train.log" in fast
+    # one beta twice is one cell: refused
+    write_yaml(work / "config" / "dup.yaml", {"train_grid": {"trades": {"linf": ["2/255"], "beta": [6, 6.0]}}})
+    proc = snakemake(work, "--dry-run", "--configfile", "config/dup.yaml", check=False)
+    assert proc.returncode != 0 and "lists 6.0 twice" in proc.stdout + proc.stderr
+    # fgsm-rs takes no attack_steps of its own
+    write_yaml(work / "config" / "bad.yaml", {"hparams": {"cnn-small": {"fgsm-rs": {"attack_steps": 2}}}})
+    proc = snakemake(work, "--dry-run", "--configfile", "config/bad.yaml", check=False)
+    assert proc.returncode != 0 and "ValidationError" in proc.stdout + proc.stderr
+
+
+def test_methods_train_through_the_workflow_beside_an_old_run(tiny_run, tmp_path):
+    """The tiny run, completed by an older config, gains TRADES and FGSM-RS cells: only they are trained and
+    evaluated, and the summary, history and headline carry their method."""
+    work = tmp_path / "wf"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    assert dry_run(work) == []
+    write_yaml(work / "config" / "methods.yaml", METHOD_GRID)
+    jobs = dry_run(work, "--configfile", "config/methods.yaml")
+    assert cells_of(jobs, "train") == METHOD_CELLS
+    assert_reruns_exactly(jobs, METHOD_CELLS, TINY_CELLS | METHOD_CELLS)
+    snakemake(work, "--configfile", "config/methods.yaml", timeout=1500)
+    assert dry_run(work, "--configfile", "config/methods.yaml") == []
+    summary = pd.read_parquet(work / "results" / "summary.parquet")
+    methods = summary.groupby(["arch", "train_method", "train_method_param"]).size()
+    assert set(methods.index) == {(a, m, p) for a in TINY_ARCHS for m, p in (("pgd", 0.0), ("trades", 6.0),
+                                                                             ("fgsm-rs", 0.0))}
+    guard = summary[summary.metric == "catastrophic_overfitting"]
+    assert set(guard.train_method) == {"fgsm-rs"} and len(guard) == len(TINY_ARCHS)
+    history = pd.read_parquet(work / "results" / "history.parquet")
+    assert set(history.train_method) == {"pgd", "trades", "fgsm-rs"}
+    assert history[history.train_method == "fgsm-rs"].guard_pgd_acc.notna().all()
+    csv = pd.read_csv(work / "results" / "tables" / "headline.csv")
+    assert list(dict.fromkeys(csv[csv.arch == "cnn-small"].setting)) == [
+        "standard", "L∞ 2/255", "TRADES β=6 L∞ 2/255", "FGSM-RS L∞ 2/255"]
 
 
 # ------------------------------------------------------------------------------------ report

@@ -1,6 +1,7 @@
 """Projected gradient descent (Madry et al. 2018): a random start, then steps projected onto the eps-ball.
 
-:func:`perturb` returns the final iterate (adversarial training, targeted dataset construction).
+:func:`perturb` returns the final iterate (adversarial training, targeted dataset construction);
+:func:`perturb_kl` is TRADES' variant, which raises the divergence from the clean prediction instead of the loss.
 :func:`run_restart` is one restart of a robust evaluation: it records, in an :class:`Outcome`, the
 first wrong label any iterate gets for each sample.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from medgrid import ops
-from medgrid.attacks.steps import loss_and_grad, random_start
+from medgrid.attacks.steps import kl_grad, loss_and_grad, random_start
 from medgrid.models import eval_mode
 
 
@@ -24,6 +25,23 @@ def perturb(model, x, y, *, norm: str, eps: float, alpha: float, steps: int, ran
             _, grad, _ = loss_and_grad(model, x_adv, y)
             x_adv = ops.pgd_step(x_adv, grad, x, norm=norm, eps=eps, alpha=alpha, targeted=targeted)
     return x_adv.detach()
+
+
+def perturb_kl(model, x, *, norm: str, eps: float, alpha: float, steps: int, start_std: float = 0.001,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """TRADES' inner maximisation (Zhang et al. 2019): from ``x`` plus Gaussian noise of std ``start_std`` (the
+    reference implementation's 0.001, not clamped: the first step projects), ``steps`` PGD steps that raise
+    KL(f(x) || f(x_adv)), the divergence of the prediction from the clean one (no label is used)."""
+    with eval_mode(model):
+        x = x.detach()
+        with torch.no_grad():
+            p_clean = torch.softmax(model(x).float(), dim=1)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_adv = x + start_std * noise
+        for _ in range(steps):
+            grad = kl_grad(model, x_adv, p_clean)
+            x_adv = ops.pgd_step(x_adv, grad, x, norm=norm, eps=eps, alpha=alpha)
+    return x_adv.detach().clamp_(0, 1)  # in the box already after a step (as the reference's final clamp)
 
 
 class Outcome:

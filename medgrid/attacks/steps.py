@@ -1,4 +1,5 @@
-"""The verbs of one attack iteration: random start and the per-sample loss with its input gradient.
+"""The verbs of one attack iteration: random start and the per-sample loss with its input gradient (cross-entropy,
+or TRADES' KL divergence from the clean prediction).
 
 The step and the projection are one fused call, :func:`medgrid.ops.pgd_step`. L2 random start:
 uniform in the eps-ball (direction Gaussian, radius eps * U^(1/d)).
@@ -14,6 +15,7 @@ confident model (``p_y`` rounds to 1) CE's gradient is exactly zero and PGD woul
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 from medgrid.names import ATTACK_NORMS
 
@@ -60,6 +62,14 @@ def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     is positive), in logits; what the adaptive schedule's stop rule follows, whatever loss an attack uses."""
     z_y = logits.gather(1, labels[:, None])[:, 0]
     return logits.scatter(1, labels[:, None], float("-inf")).amax(1) - z_y
+def kl_grad(model, x_adv: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
+    """The gradient, with respect to the input, of TRADES' inner objective: the batch's summed
+    KL(p_clean || softmax(model(x_adv))), where ``p_clean`` holds the class probabilities on the clean images."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    log_p = F.log_softmax(model(x_adv).float(), dim=1)
+    loss = F.kl_div(log_p, p_clean, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x_adv)
+    return grad
 
 
 def loss_and_grad(model, x_adv: torch.Tensor, labels: torch.Tensor):

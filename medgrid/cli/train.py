@@ -1,4 +1,5 @@
-"""``medgrid train``: one cell of the grid, standard or PGD adversarial training, to a checkpoint."""
+"""``medgrid train``: one cell of the grid, standard or adversarial training (PGD-AT, TRADES, FGSM-RS), to a
+checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +8,28 @@ from pathlib import Path
 
 from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
 from medgrid.errors import UserError
-from medgrid.names import ARCHS, NO_CONSTRUCTION, OPTIMIZERS, SCHEDULES, SELECTIONS, TASKS, TRAIN_DATA, TRAIN_NORMS
+from medgrid.names import (
+    ARCHS,
+    DEFAULT_METHOD,
+    METHOD_PARAMS,
+    NO_CONSTRUCTION,
+    OPTIMIZERS,
+    SCHEDULES,
+    SELECTIONS,
+    SINGLE_STEP_METHODS,
+    TASKS,
+    TRAIN_DATA,
+    TRAIN_METHODS,
+    TRAIN_NORMS,
+)
+
+METHOD_HELP = {
+    "pgd": "PGD-AT (Madry et al. 2018): cross-entropy on PGD examples",
+    "trades": "TRADES (Zhang et al. 2019): clean cross-entropy + beta x KL to the KL-maximising example",
+    "fgsm-rs": "fast AT (Wong et al. 2020): one FGSM step of 1.25 eps from a random start, with the "
+               "catastrophic-overfitting guard",
+}
+PARAM_HELP = {"beta": "TRADES: weight of the KL term (default 6, the paper's CIFAR-10 value)"}
 
 
 def add_arguments(p) -> None:
@@ -31,8 +53,14 @@ def add_arguments(p) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--attack-steps", type=int, default=7, help="PGD steps per adversarial training batch")
-    p.add_argument("--attack-step-size", type=float, default=None, help="default 2.5 * eps / attack-steps")
+    p.add_argument("--method", choices=TRAIN_METHODS, default=DEFAULT_METHOD,
+                   help="adversarial training method: " + "; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items()))
+    for name in dict.fromkeys(n for n, _ in METHOD_PARAMS.values()):
+        p.add_argument(f"--{name}", type=float, default=None, help=PARAM_HELP.get(name))
+    p.add_argument("--attack-steps", type=int, default=None,
+                   help="PGD steps per adversarial training batch (pgd, trades; default 7); fgsm-rs takes one")
+    p.add_argument("--attack-step-size", type=float, default=None,
+                   help="default 2.5 * eps / attack-steps (pgd, trades), 1.25 * eps (fgsm-rs)")
     p.add_argument("--stop-train-acc", type=float, default=None,
                    help="stop once an epoch's training accuracy reaches this (e.g. 0.995)")
     p.add_argument("--selection", choices=SELECTIONS, default=None,
@@ -62,8 +90,10 @@ def run(args) -> None:
     tasks.check_size(args.task, args.size)
     if args.arch not in ARCHS:
         raise UserError(f"unknown arch {args.arch!r}; valid: {', '.join(ARCHS)}")
+    method_param = _method_param(args)
     for option in ("epochs", "batch_size", "attack_steps"):
-        at_least(getattr(args, option), 1, "--" + option.replace("_", "-"))
+        if getattr(args, option) is not None:
+            at_least(getattr(args, option), 1, "--" + option.replace("_", "-"))
     if args.lr <= 0:
         raise UserError("--lr must be > 0")
     at_least(args.eps_warmup_epochs, 0, "--eps-warmup-epochs")
@@ -86,9 +116,10 @@ def run(args) -> None:
     print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
     hp = loop.HParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                        schedule=args.schedule, weight_decay=args.weight_decay, momentum=args.momentum,
-                       attack_steps=args.attack_steps, attack_step_size=args.attack_step_size,
-                       stop_train_acc=args.stop_train_acc, selection=args.selection,
-                       eps_warmup_epochs=args.eps_warmup_epochs)
+                       attack_steps=args.attack_steps or loop.HParams.attack_steps,
+                       attack_step_size=args.attack_step_size, stop_train_acc=args.stop_train_acc,
+                       selection=args.selection, eps_warmup_epochs=args.eps_warmup_epochs, method=args.method,
+                       method_param=method_param)
     construction = _construction(args.data, train_data, setting)
     model, settings = loop.train(ds, arch=args.arch, norm=args.norm, eps=eps, seed=args.seed, hp=hp,
                                   device=device, train_data=train_data, model_seed=args.model_seed,
@@ -99,6 +130,9 @@ def run(args) -> None:
           f"val balanced acc {settings['best_val_balanced_acc']:.4f}; seeds {settings['init_seed']} init, "
           f"{settings['order_seed']} batch order)")
     warning = health.message(health.Verdict(**settings["val_health"]), train_data, split="validation")
+    if warning:
+        print(f"medgrid: warning: {warning}", file=sys.stderr)
+    warning = health.overfit_message(settings)
     if warning:
         print(f"medgrid: warning: {warning}", file=sys.stderr)
 
@@ -114,3 +148,25 @@ def _construction(path, train_data: str, setting: str | None) -> str:
     if setting is not None and recorded not in (setting, NO_CONSTRUCTION):
         raise UserError(f"--train-data names the attack setting {setting} but {path} was made by {recorded}")
     return setting if recorded == NO_CONSTRUCTION and setting is not None else recorded
+
+
+def _method_param(args) -> float | None:
+    """The training method's parameter flag (``--beta`` for trades), checked against the method and the norm;
+    the user's mistakes answered before torch loads."""
+    from medgrid import train_method
+
+    given = {name: getattr(args, name) for name in dict.fromkeys(n for n, _ in METHOD_PARAMS.values())
+             if getattr(args, name) is not None}
+    own = train_method.param_name(args.method)
+    stray = [f"--{name}" for name in given if name != own]
+    if stray:
+        raise UserError(f"{', '.join(stray)} is not a parameter of --method {args.method}")
+    if args.method != DEFAULT_METHOD and args.norm == "none":
+        raise UserError(f"--method {args.method} is adversarial training: give --norm linf or l2 and --eps > 0")
+    if args.method in SINGLE_STEP_METHODS and args.attack_steps is not None:
+        raise UserError(f"--method {args.method} takes one step by definition: leave out --attack-steps "
+                        "(--attack-step-size sets its length)")
+    if own is None:
+        return None
+    train_method.param(args.method, given.get(own))  # a bad value is a UserError here
+    return given.get(own)

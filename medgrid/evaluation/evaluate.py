@@ -66,6 +66,7 @@ def evaluate(model, settings: dict, ds: loading.Dataset, *, attacks_by_norm: dic
     if clean:
         with torch.no_grad():
             rows += clean_rows(model, ds.test, cell)
+        rows += health.overfit_rows(cell, settings)
     if sanity is not None and strong is None:
         raise UserError("the gradient-masking checks compare with the strong evaluation: enable it too")
     if attacks_by_norm:

@@ -6,6 +6,10 @@ perfectly robust, because a constant cannot be attacked. :func:`assess` flags it
 writes the verdict as rows of ``eval_kind="health"`` (:func:`rows`), the train and evaluate commands
 print a warning line (:func:`message`), the charts draw flagged cells hollow.
 
+A run trained with the catastrophic-overfitting guard (fast adversarial training, fgsm-rs) gets one more health
+row, ``catastrophic_overfitting``: 1.0 when the guard stopped it (it keeps an epoch before the collapse), else
+0.0 (:func:`overfit_rows`).
+
 A model trained on D_rand, D_det or D_R (Ilyas et al.'s datasets) that sits at chance on the real test
 set is flagged the same way, but there chance level is a result (those features do not generalise),
 not a broken model: :func:`message` and the charts say so.
@@ -19,8 +23,8 @@ import numpy as np
 
 from medgrid import results
 from medgrid.evaluation import metrics
-from medgrid.labels import DATA_LABEL
-from medgrid.names import DEGENERATE_MARGIN, HEALTH_METRICS
+from medgrid.labels import DATA_LABEL, setting_label
+from medgrid.names import DEGENERATE_MARGIN, HEALTH_METRICS, OVERFIT_DROP, OVERFIT_METRIC
 
 HEALTH = "health"  # the eval_kind of the rows written here
 CELL = results.CELL
@@ -56,6 +60,28 @@ def rows(cell: dict, verdict: Verdict, n: int) -> list[dict]:
     return [results.make_row(cell, eval_kind=HEALTH, metric=m, value=values[m], n=n) for m in HEALTH_METRICS]
 
 
+def overfit_rows(cell: dict, settings: dict) -> list[dict]:
+    """The guard's row of a run trained with one (fast adversarial training, :mod:`medgrid.training.guard`):
+    ``catastrophic_overfitting`` 1.0 when the guard stopped the run, else 0.0, over the guard's training images;
+    none for a run without the guard."""
+    guard = settings.get("guard")
+    if not guard:
+        return []
+    fired = float(settings.get("overfit_epoch") is not None)
+    return [results.make_row(cell, eval_kind=HEALTH, metric=OVERFIT_METRIC, value=fired, n=int(guard["images"]))]
+
+
+def overfit_message(settings: dict) -> str | None:
+    """The warning line of a run the guard stopped (None otherwise), without the ``medgrid: warning:`` prefix."""
+    epoch = settings.get("overfit_epoch")
+    if epoch is None:
+        return None
+    acc = {h["epoch"]: h.get("guard_pgd_acc") for h in settings.get("history", [])}
+    return (f"catastrophic overfitting at epoch {epoch}: PGD accuracy on the guard's fixed training batch fell from "
+            f"{acc.get(epoch - 1, float('nan')):.3f} to {acc.get(epoch, float('nan')):.3f} (by more than "
+            f"{OVERFIT_DROP}); training stopped there and kept epoch {settings.get('best_epoch')} (Wong et al. 2020)")
+
+
 def message(verdict: Verdict, train_data: str = "original", split: str = "test") -> str | None:
     """The warning line of a flagged model (None when healthy), without the ``medgrid: warning:`` prefix."""
     if not verdict.degenerate:
@@ -76,6 +102,11 @@ def table_messages(table) -> list[str]:
     wanted = (table.eval_kind == HEALTH) | ((table.eval_kind == "clean") & (table.metric == "balanced_acc"))
     for key, g in table[wanted].groupby(CELL, sort=True):
         v = {("clean" if kind == "clean" else m): x for kind, m, x in zip(g.eval_kind, g.metric, g.value)}
+        if v.get(OVERFIT_METRIC, 0.0) >= 0.5:
+            c = dict(zip(CELL, key))
+            setting = setting_label(*(c[k] for k in results.SETTING))
+            out.append(f"catastrophic overfitting: the guard stopped the training of {c['task']} {c['size']} px "
+                       f"{c['arch']} {setting} seed {c['seed']}; it kept an epoch before the collapse")
         if v.get("degenerate", 0.0) < 0.5 or "clean" not in v:
             continue
         bacc, margin = float(v["clean"]), float(v["chance_margin"])

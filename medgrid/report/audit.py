@@ -12,7 +12,7 @@ import pandas as pd
 
 from medgrid import results
 from medgrid.atomic import atomic_output
-from medgrid.labels import DATA_LABEL, NORM_ORDER, setting_label
+from medgrid.labels import DATA_LABEL, setting_label, setting_order
 from medgrid.names import SANITY_CHECKS as CHECKS
 
 CELL = results.CELL
@@ -66,9 +66,10 @@ def audit_frame(df: pd.DataFrame) -> pd.DataFrame:
         entry["failed"] = sum(entry[c] == "FAIL" for c in CHECKS)
         out.append(entry)
     frame = pd.DataFrame(out)
-    order = frame.assign(_n=frame.train_norm.map(NORM_ORDER), _d=frame.train_data.map(list(DATA_LABEL).index))
-    return frame.loc[order.sort_values(["task", "size", "arch", "_d", "_n", "train_eps", "seed"]).index] \
-        .reset_index(drop=True)
+    setting = [setting_order(*k) for k in zip(frame.train_norm, frame.train_eps, frame.train_method,
+                                                frame.train_method_param)]
+    order = frame.assign(_s=setting, _d=frame.train_data.map(list(DATA_LABEL).index))
+    return frame.loc[order.sort_values(["task", "size", "arch", "_d", "_s", "seed"]).index].reset_index(drop=True)
 
 
 def write_audit_html(df: pd.DataFrame, path, source: str = "the tidy table") -> Path:
@@ -84,7 +85,8 @@ def write_audit_html(df: pd.DataFrame, path, source: str = "the tidy table") -> 
         frame = pd.concat([frame[frame.failed > 0], frame[frame.failed == 0]], ignore_index=True)
     body = []
     for r in frame.itertuples():
-        cells = [html.escape(str(v)) for v in (r.task, r.size, r.arch, setting_label(r.train_norm, r.train_eps),
+        training = setting_label(r.train_norm, r.train_eps, r.train_method, r.train_method_param)
+        cells = [html.escape(str(v)) for v in (r.task, r.size, r.arch, training,
                                                  DATA_LABEL.get(r.train_data, r.train_data), r.seed)]
         checks = [f"<td class='{getattr(r, c).replace('/', '')}'>{getattr(r, c)}"
                   f"<br><small>{html.escape(getattr(r, f'{c}_measured'))}</small></td>" for c in CHECKS]

@@ -97,8 +97,9 @@ def nonrobust_features(df: pd.DataFrame, metric: str):
     robust = _robust_rows(df, s)
     d = pd.concat([orig.assign(measure="clean"), feat.assign(measure="clean")] + ([robust] if len(robust) else []),
                   ignore_index=True)
-    d["data_label"] = [DATA_LABEL[t] + ("" if n == "none" else f" ({setting_label(n, e)} training)")
-                       for t, n, e in zip(d.train_data, d.train_norm, d.train_eps)]
+    d["data_label"] = [DATA_LABEL[t] + ("" if n == "none" else f" ({setting_label(n, e, m, p)} training)")
+                       for t, n, e, m, p in zip(d.train_data, d.train_norm, d.train_eps, d.train_method,
+                                                d.train_method_param)]
     d["data_order"] = d.train_data.map(DATA_ORDER) * 10 + d.train_norm.map(NORM_ORDER)
     p = d.p_above_chance.where(d.measure == "clean") if "p_above_chance" in d else pd.Series(np.nan, index=d.index)
     flagged = d.degenerate.astype("boolean").fillna(False).astype(bool) & (d.measure == "clean")

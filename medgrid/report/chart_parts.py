@@ -7,7 +7,8 @@ import altair as alt
 import pandas as pd
 
 from medgrid.data.tasks import chance_level
-from medgrid.labels import CHANCE_COLOR, NORM_ORDER, STANDARD_COLOR, ramp, setting_label
+from medgrid.labels import CHANCE_COLOR, STANDARD_COLOR, family, ramp, setting_label, setting_order
+from medgrid.names import DEFAULT_METHOD
 from medgrid.report import chart_health as health
 from medgrid.report.aggregate import by_seed
 
@@ -15,16 +16,32 @@ CELL_W, CELL_H = 300, 240
 LINE_LAYER_STYLE = dict(color="#9a9a9a", strokeWidth=1.2)
 
 
+SETTING_COLUMNS = ["train_norm", "train_eps", "train_method", "train_method_param"]
+
+
+def add_settings(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (with the tidy table's setting columns) with ``setting`` (its label), ``setting_order`` (a rank:
+    standard, then PGD-AT L-inf and L2 by epsilon, then each other method) and ``family`` (the frontier it is on:
+    the norm under PGD-AT, else the method and norm)."""
+    settings = list(zip(*(frame[c] for c in SETTING_COLUMNS)))
+    rank = {k: i for i, k in enumerate(sorted({setting_order(*k) for k in settings}))}
+    return frame.assign(setting=[setting_label(*k) for k in settings],
+                        setting_order=[rank[setting_order(*k)] for k in settings],
+                        family=[family(n, m, p) for n, _, m, p in settings])
+
+
 def setting_scale(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Colour domain and range of the training settings in ``frame``: standard black, L-inf blues, L2
-    oranges, darker for larger epsilons."""
-    settings = frame[["train_norm", "train_eps", "setting"]].drop_duplicates()
-    settings = settings.assign(o=settings.train_norm.map(NORM_ORDER)).sort_values(["o", "train_eps"])
+    """Colour domain and range of the training settings in ``frame`` (of :func:`add_settings`): standard black;
+    PGD-AT L-inf blues and L2 oranges, each other method its own ramp (TRADES purples, FGSM-RS greens); darker
+    for larger epsilons."""
+    settings = frame[SETTING_COLUMNS + ["setting", "setting_order"]].drop_duplicates("setting")
+    settings = settings.sort_values("setting_order")
+    ramps = [n if n == "none" or m == DEFAULT_METHOD else m for n, m in zip(settings.train_norm, settings.train_method)]
     domain, colors = [], []
-    for norm, group in settings.groupby("train_norm", sort=False):
-        labels = list(dict.fromkeys(group.setting))
+    for key, group in settings.groupby(pd.Series(ramps, index=settings.index), sort=False):
+        labels = list(group.setting)
         domain += labels
-        colors += [STANDARD_COLOR] * len(labels) if norm == "none" else ramp(norm, len(labels))
+        colors += [STANDARD_COLOR] * len(labels) if key == "none" else ramp(key, len(labels))
     return domain, colors
 
 
@@ -34,8 +51,8 @@ def setting_scale(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
 def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The rows of ``metric`` aggregated over seeds, with labels the charts share.
 
-    Adds ``lo``/``hi`` (the 95% interval, the mean itself with one seed), ``setting``,
-    ``setting_order``, ``panel`` (the task, with its size when the table has several sizes),
+    Adds ``lo``/``hi`` (the 95% interval, the mean itself with one seed), ``setting``, ``setting_order``,
+    ``family`` (:func:`add_settings`), ``panel`` (the task, with its size when the table has several sizes),
     ``chance`` and the training-health columns of :func:`medgrid.report.chart_health.add_health`.
     """
     rows = df[df.metric == metric]
@@ -44,8 +61,7 @@ def seed_view(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     s = by_seed(rows)
     s["lo"] = s["ci95_t_low"].fillna(s["mean"])
     s["hi"] = s["ci95_t_high"].fillna(s["mean"])
-    s["setting"] = [setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)]
-    s["setting_order"] = s.train_norm.map(NORM_ORDER) * 1000 + s.train_eps
+    s = add_settings(s)
     several_sizes = df["size"].nunique() > 1
     s["panel"] = [f"{t} · {z} px" if several_sizes else t for t, z in zip(s.task, s["size"])]
     s["chance"] = s.task.map(chance_level)

@@ -13,8 +13,8 @@ import pandas as pd
 
 from medgrid import results
 from medgrid.data.tasks import chance_level
-from medgrid.labels import DATA_LABEL, DATA_ORDER, NORM_ORDER, OKABE_ITO, setting_label
-from medgrid.names import NO_CONSTRUCTION
+from medgrid.labels import DATA_LABEL, DATA_ORDER, OKABE_ITO
+from medgrid.names import NO_CONSTRUCTION, OVERFIT_DROP
 from medgrid.report import chart_health, chart_parts, registry
 
 NAME = "training_curves"
@@ -26,6 +26,7 @@ QUANTITY = {
 }
 MODEL = results.CELL
 DATA_COLORS = {"drand": OKABE_ITO[1], "ddet": OKABE_ITO[2], "drobust": OKABE_ITO[3]}
+OVERFIT_COLOR = OKABE_ITO[6]  # vermillion
 
 
 def _per_seed_health(df: pd.DataFrame | None) -> pd.DataFrame:
@@ -45,10 +46,10 @@ def _frame(history: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
     h["health_note"] = [
         "not checked (no health rows)" if not c else
         chart_health.note(int(d), 1, t) for c, d, t in zip(checked, h.degenerate, h.train_data)]
-    h["setting"] = [setting_label(n, e) if t == "original" else f"{DATA_LABEL[t]} (standard training)"
-                    for n, e, t in zip(h.train_norm, h.train_eps, h.train_data)]
-    h["setting_order"] = [NORM_ORDER.get(n, 9) * 1000 + e if t == "original" else 10000 + DATA_ORDER[t]
-                          for n, e, t in zip(h.train_norm, h.train_eps, h.train_data)]
+    h = chart_parts.add_settings(h)
+    constructed = h.train_data != "original"  # Ilyas et al.'s datasets: after every setting of the grid
+    h["setting"] = h.setting.where(~constructed, [f"{DATA_LABEL[t]} (standard training)" for t in h.train_data])
+    h["setting_order"] = h.setting_order.where(~constructed, [10000 + DATA_ORDER[t] for t in h.train_data])
     several = {c: history[c].nunique() > 1 for c in ("size", "arch")}
     h["panel"] = [" · ".join([t] + ([f"{z} px"] if several["size"] else []) + ([a] if several["arch"] else []))
                   for t, z, a in zip(h.task, h["size"], h.arch)]
@@ -93,8 +94,11 @@ def _column(long, key: str, color, tips, first: bool):
         x=x, y=y, color=color, tooltip=tips)
     hollow = chart_health.hollow_points(x, y, color, tips, size=110, shape=alt.value("diamond")).transform_filter(
         "datum.selected")
+    # the epoch at which fast adversarial training's guard found catastrophic overfitting (the run stopped there)
+    stopped = alt.Chart().transform_filter("datum.overfit").mark_point(
+        shape="cross", size=140, filled=True, color=OVERFIT_COLOR, opacity=1).encode(x=x, y=y, tooltip=tips)
     chance = chart_parts.chance_layers(label=False) if key == "val_balanced_acc" else []
-    layer = alt.layer(lines, points, selected, hollow, *chance, data=d).properties(width=260, height=170)
+    layer = alt.layer(lines, points, selected, hollow, stopped, *chance, data=d).properties(width=260, height=170)
     header = chart_parts.header() if first else alt.Header(title=None, labels=False)
     return layer.facet(row=alt.Row("panel:N", header=header))
 
@@ -110,10 +114,17 @@ def training_curves(history: pd.DataFrame, df: pd.DataFrame | None = None):
             chart_parts.alt_tooltip("seed", "seed", kind="Q"), chart_parts.alt_tooltip("quantity", "quantity"),
             chart_parts.alt_tooltip("epoch", "epoch", kind="Q"), chart_parts.alt_tooltip("value", "value", ".4f"),
             chart_parts.alt_tooltip("epoch_eps", "training ε at the epoch's end", ".4g"),
-            chart_parts.alt_tooltip("selected", "selected epoch"), chart_health.tooltip()]
+            chart_parts.alt_tooltip("selected", "selected epoch"),
+            chart_parts.alt_tooltip("guard_pgd_acc", "fast AT guard: PGD accuracy on its training batch", ".4f"),
+            chart_parts.alt_tooltip("overfit", "catastrophic overfitting (the run stopped here)"),
+            chart_health.tooltip()]
     columns = [_column(long, key, color, tips, i == 0) for i, key in enumerate(QUANTITY)]
     notes = ["Diamonds: the selected epoch (best validation balanced accuracy; after the ε warm-up, if any). "
              "Dashed grey: chance."]
+    if long.overfit.any():
+        notes.append("Vermillion crosses: the epoch at which the catastrophic-overfitting guard of fast adversarial "
+                     "training (FGSM-RS) stopped the run (PGD accuracy on a fixed training batch fell by more "
+                     f"than {OVERFIT_DROP}); the selected epoch is one before it.")
     if long.collapsed.any():
         notes.append("Dashed lines, hollow diamonds: seeds whose model the evaluation flagged as degenerate "
                      "(one predicted class or balanced accuracy at chance on the test split).")

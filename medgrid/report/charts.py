@@ -15,19 +15,15 @@ import pandas as pd
 
 from medgrid import results
 from medgrid.labels import (
-    DATA_LABEL,
-    DATA_ORDER,
     DIVERGING,
     METRIC_NAME,
     NORM_NAME,
     NORM_ORDER,
-    OKABE_ITO,
     SHIFT_COLOR,
     STANDARD_COLOR,
     eps_axis,
     ramp,
     robust_label,
-    setting_label,
 )
 from medgrid.names import CHART_METRICS, CORRUPTION_MEAN, NO_CORRUPTION
 from medgrid.report import chart_health as health
@@ -54,7 +50,7 @@ def tradeoff(s: pd.DataFrame, metric: str):
     if s.empty:
         return None
     name = METRICS[metric]
-    key = ["panel", *results.MODEL, "setting", "setting_order", *health.COLUMNS]
+    key = ["panel", *results.MODEL, "setting", "setting_order", "family", *health.COLUMNS]
     base = s[s.train_data == "original"]
     cols = key + ["mean", "lo", "hi", "n_seeds"]
     clean = base[base.eval_kind == "clean"][cols]
@@ -62,13 +58,13 @@ def tradeoff(s: pd.DataFrame, metric: str):
     d = clean.merge(shift, on=key, suffixes=("_clean", "_shift"))
     if d.empty:
         return None
-    d = d.assign(role="point", family=d.train_norm)
-    lines = []
+    d = d.assign(role="point")
+    lines = []  # one frontier per norm and method: the standard model, then the method's settings by epsilon
     for _, g in d.groupby(["panel", "arch"], sort=False):
         std = g[g.train_norm == "none"]
-        families = sorted(set(g.train_norm) - {"none"}, key=NORM_ORDER.get)
-        for fam in families:
-            lines.append(pd.concat([std, g[g.train_norm == fam]]).assign(role="line", family=fam))
+        robust = g[g.train_norm != "none"].sort_values("setting_order")
+        for fam in dict.fromkeys(robust.family):
+            lines.append(pd.concat([std, robust[robust.family == fam]]).assign(role="line", family=fam))
     data = pd.concat([d] + lines, ignore_index=True)
     domain, colors = setting_scale(d)
     color = alt.Color("setting:N", title="training", scale=alt.Scale(domain=domain, range=colors),
@@ -104,7 +100,8 @@ def tradeoff(s: pd.DataFrame, metric: str):
     return chart.resolve_scale(x="independent", y="independent").properties(title=alt.Title(
         TITLES["tradeoff"],
         subtitle=[f"x: clean {name}; y: {name} on MedMNIST-C (mean over corruptions and severities). "
-                  "One point per training setting, joined in order of training ε.",
+                  "One point per training setting; one line per norm and training method (its frontier), "
+                  "from the standard model in order of training ε.",
                   "Robust models sit left and up (less clean accuracy, more under corruption). "
                   "Bars: 95% t-interval over seeds (none with one seed).", *health.subtitle(d)]))
 
@@ -190,18 +187,21 @@ def robust_vs_eps(s: pd.DataFrame, metric: str):
 
 def by_train_eps(s: pd.DataFrame, metric: str):
     """(c) clean, robust (same norm as training; worst case where evaluated, else PGD) and MedMNIST-C accuracy
-    vs training epsilon."""
+    vs training epsilon; one column per training norm (and method, where the grid has several)."""
     if s.empty:
         return None
     name = METRICS[metric]
     base = s[s.train_data == "original"]
     clean = base[base.eval_kind == "clean"]
-    robust_norms = sorted(set(clean.train_norm) - {"none"}, key=lambda n: NORM_ORDER.get(n, 9))
-    if clean.empty or not robust_norms:
+    robust_settings = clean[clean.train_norm != "none"].sort_values("setting_order")
+    families = dict(zip(robust_settings.family, robust_settings.train_norm))  # frontier -> its norm, in order
+    if clean.empty or not families:
         return None
     columns = []
-    for norm in robust_norms:
-        cells = base[base.train_norm.isin(["none", norm])]
+    for fam, norm in families.items():  # one column per norm under PGD-AT, and per other method and norm
+        cells = base[(base.train_norm == "none") | (base.family == fam)]
+        trained = NORM_NAME[norm] if fam == norm else fam  # "L∞" (PGD-AT), "TRADES β=6 L∞"
+        what = f"{trained} adversarial training" if fam == norm else f"{trained} training"
         parts = [cells[cells.eval_kind == "clean"].assign(series="clean", series_order=0.0)]
         robust = robust_view(cells[cells.eval_kind.isin(["pgd", "worst"]) & (cells.eval_norm == norm)])
         if not robust.empty:
@@ -217,13 +217,12 @@ def by_train_eps(s: pd.DataFrame, metric: str):
         attacks = [x for x in series.series if x not in ("clean", "MedMNIST-C (mean)")]
         domain = ["clean"] + attacks + (["MedMNIST-C (mean)"] if not shift.empty else [])
         colors = [STANDARD_COLOR] + ramp("linf", len(attacks)) + ([SHIFT_COLOR] if not shift.empty else [])
-        color = alt.Color("series:N", title=f"evaluation ({NORM_NAME[norm]} training)",
+        color = alt.Color("series:N", title=f"evaluation ({trained} training)",
                           scale=alt.Scale(domain=domain, range=colors))
         y = alt.Y("mean:Q", title=name, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"))
         tips = tooltip(alt_tooltip("series", "evaluation"), alt_tooltip("n_seeds", "seeds", kind="Q"),
                         *interval_tips(name))
-        columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "series:N"], base,
-                                    f"{NORM_NAME[norm]} adversarial training"))
+        columns.append(_line_panels(d, x, y, color, tips, ["arch:N", "series:N"], base, what))
     return alt.hconcat(*columns).resolve_scale(color="independent").properties(title=alt.Title(
         TITLES["by_train_eps"],
         subtitle=[f"{name} of models trained at each ε (0: standard training) on clean test images, "

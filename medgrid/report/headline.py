@@ -32,12 +32,13 @@ import pandas as pd
 
 from medgrid import constructions, epsilon, results
 from medgrid.errors import UserError
-from medgrid.labels import DATA_LABEL, NORM_NAME, NORM_ORDER, setting_label
+from medgrid.labels import DATA_LABEL, NORM_NAME, setting_label, setting_order
 from medgrid.names import (
     CORRUPTION_MEAN,
     HEADLINE_COLUMNS,
     HEALTH_METRIC,
     NO_CONSTRUCTION,
+    OVERFIT_METRIC,
     ROBUST_KINDS,
     WHITE_BOX_KINDS,
 )
@@ -50,20 +51,24 @@ ACC = "balanced_acc"
 NOT_COMPARABLE = "_not_comparable"  # suffix of BE / rBE measured at a size other than 224 px
 
 # the headline frame's columns, as written to headline.csv
-FRAME = ["task", "size", "arch", "setting", "train_norm", "train_eps", "column", "train_data", "construction",
-         "eval_kind", "eval_norm", "eval_eps", "corruption", "severity", "metric", "mean", "low", "high", "n_seeds",
-         "n_grid_seeds", "p_above_chance", "p_above_chance_grid", "degenerate_seeds", "mean_healthy", "low_healthy",
-         "high_healthy", "n_healthy", "n_images", "clean_same_images", "attacks", "best", "text"]
+FRAME = ["task", "size", "arch", "setting", "train_norm", "train_eps", "train_method", "train_method_param",
+         "column", "train_data", "construction", "eval_kind", "eval_norm", "eval_eps", "corruption", "severity",
+         "metric", "mean", "low", "high", "n_seeds", "n_grid_seeds", "p_above_chance", "p_above_chance_grid",
+         "degenerate_seeds", "overfit_seeds", "mean_healthy", "low_healthy", "high_healthy", "n_healthy", "n_images",
+         "clean_same_images", "attacks", "best", "text"]
 ALPHA = 0.05  # the level of the above-chance test the D_rand / D_det cells state
 TESTED_COLUMNS = ("drand", "drand_auc", "ddet", "ddet_auc")  # cells that say whether they are above chance
 
 # footnote marks
-DEGENERATE, PGD_ONLY, NOT_COMPARABLE_MARK, SUBSET = "†", "‡", "§", "¶"
+DEGENERATE, PGD_ONLY, NOT_COMPARABLE_MARK, SUBSET, OVERFIT = "†", "‡", "§", "¶", "‖"
 NOTES = {
     DEGENERATE: "†k/n: k of the n seeds are degenerate (the model predicts one class, or its clean balanced "
                 "accuracy is within 2 points of chance); the value is the mean over the n - k healthy seeds (all "
                 "k: the mean over all seeds; headline.csv has both means and both counts). Such cells are left "
                 "out of the bold best values",
+    OVERFIT: "the catastrophic-overfitting guard of fast adversarial training stopped the run in at least one seed "
+             "(PGD accuracy on a fixed training batch fell by more than 0.2 in one epoch); that seed keeps an epoch "
+             "before the collapse (Wong et al. 2020)",
     NOT_COMPARABLE_MARK: "images are not 224 px: not comparable to MedMNIST-C's AlexNet baselines (measured at "
                          "224 px)",
 }
@@ -168,11 +173,14 @@ def p_text(p: float) -> str:
 
 def _order(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     """Tasks and archs in the order the results list them, sizes ascending, settings standard -> L-inf -> L2 by
-    epsilon, columns in HEADLINE_COLUMNS order."""
+    epsilon under PGD-AT, then grouped by each other method (:func:`medgrid.labels.setting_order`), columns in
+    HEADLINE_COLUMNS order."""
     rank = {c: {v: i for i, v in enumerate(pd.unique(df[c]))} for c in ("task", "arch")}
+    settings = [setting_order(*k) for k in zip(*(frame[c] for c in results.SETTING))]
+    setting_rank = {k: i for i, k in enumerate(sorted(set(settings)))}
     keys = dict(_t=frame.task.map(rank["task"]), _a=frame.arch.map(rank["arch"]),
-                _n=frame.train_norm.map(NORM_ORDER), _c=frame.column.map(HEADLINE_COLUMNS.index))
-    return (frame.assign(**keys).sort_values(["_t", "size", "_a", "_n", "train_eps", "_c"])
+                _s=[setting_rank[k] for k in settings], _c=frame.column.map(HEADLINE_COLUMNS.index))
+    return (frame.assign(**keys).sort_values(["_t", "size", "_a", "_s", "_c"])
             .drop(columns=list(keys)).reset_index(drop=True))
 
 
@@ -205,9 +213,11 @@ def build(df: pd.DataFrame, *, eps: dict[str, float], columns=HEADLINE_COLUMNS) 
     if not parts:
         raise UserError(f"the results table has no rows for any headline column ({', '.join(columns)})")
     frame = pd.concat(parts, ignore_index=True).rename(columns={"ci95_t_low": "low", "ci95_t_high": "high"})
-    health = s[(s.eval_kind == "health") & (s.metric == HEALTH_METRIC) & (s.train_data == "original")]
-    flagged = health.assign(degenerate_seeds=(health["mean"] * health.n_seeds).round().astype("int64"))
-    frame = frame.merge(flagged[CELL + ["degenerate_seeds"]], on=CELL, how="left")
+    for metric, flag in ((HEALTH_METRIC, "degenerate_seeds"), (OVERFIT_METRIC, "overfit_seeds")):
+        health = s[(s.eval_kind == "health") & (s.metric == metric) & (s.train_data == "original")]
+        flagged = health.assign(**{flag: (health["mean"] * health.n_seeds).round().astype("int64")})
+        frame = frame.merge(flagged[CELL + [flag]], on=CELL, how="left")
+    frame["overfit_seeds"] = frame.overfit_seeds.fillna(0).astype("int64")
     # models trained on D_rand / D_det / D_R at chance are a result, not a broken cell: only the original
     # models' health counts
     original = frame.train_data == "original"
@@ -216,7 +226,7 @@ def build(df: pd.DataFrame, *, eps: dict[str, float], columns=HEADLINE_COLUMNS) 
     frame["n_images"] = (frame.n / frame.n_seeds).round().astype("int64")
     frame = _with_same_images(frame, s, healthy)
     frame["attacks"] = _attacks(frame, s)
-    frame["setting"] = [setting_label(n, e) for n, e in zip(frame.train_norm, frame.train_eps)]
+    frame["setting"] = [setting_label(*k) for k in zip(*(frame[c] for c in results.SETTING))]
     frame["text"] = [_shown_text(r, p) for r, p in zip(frame.itertuples(),
                                                        frame.p_above_chance.where(frame.column.isin(TESTED_COLUMNS)))]
     frame["best"] = _best(frame)

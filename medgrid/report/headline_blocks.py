@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medgrid import constructions
+from medgrid import constructions, results
 from medgrid.data.tasks import chance_level
 from medgrid.labels import attack_name
 from medgrid.names import HEADLINE_COLUMNS, NO_CONSTRUCTION, ROBUST_KINDS
@@ -21,6 +21,7 @@ from medgrid.report.headline import (
     NOT_COMPARABLE,
     NOT_COMPARABLE_MARK,
     NOTES,
+    OVERFIT,
     PGD_ONLY,
     SCALE,
     SUBSET,
@@ -45,6 +46,7 @@ class Block:
     arch: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     rows: list[tuple[str, list[Cell | None]]] = field(default_factory=list)
+    breaks: set[int] = field(default_factory=set)  # rows that start another training method's group
     notes: list[tuple[str, str]] = field(default_factory=list)
     seeds: tuple[int, int] = (0, 0)  # fewest and most seeds of the models trained on the task's data
     models: tuple[int, int, int] = (0, 0, 0)  # the D_rand / D_det / D_R columns: fewest and most models, grid seeds
@@ -98,9 +100,16 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
             elif column in TESTED_COLUMNS and (c.construction != NO_CONSTRUCTION).any():
                 detail = f"{detail}, {constructions.parse(c.construction.iloc[0]).describe()}"
             block.headers.append((sp.title, detail))
-        settings = b[["train_norm", "train_eps", "setting"]].drop_duplicates()
-        for norm, e, label in settings.itertuples(index=False):
-            row = b[(b.train_norm == norm) & (b.train_eps == e)].set_index("column")
+        settings = b[results.SETTING + ["setting"]].drop_duplicates()
+        previous = None
+        for *setting, label in settings.itertuples(index=False):
+            row = b[(b[results.SETTING] == setting).all(axis=1)].set_index("column")
+            method = tuple(setting[2:])  # the training method and its parameter
+            if previous is not None and method != previous:
+                block.breaks.add(len(block.rows))  # the rows of another training method (or beta) start here
+            previous = method
+            if (row.overfit_seeds > 0).any():
+                label, _ = label + " " + OVERFIT, marks.add(OVERFIT)
             cells = []
             for column in present:
                 if column not in row.index:
@@ -113,7 +122,7 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
                 marks |= {m for m in (PGD_ONLY, DEGENERATE) if m in mark}
                 cells.append(Cell(r.text, bool(r.best), mark))
             block.rows.append((label, cells))
-        block.notes = [(m, NOTES[m]) for m in (DEGENERATE, NOT_COMPARABLE_MARK) if m in marks]
+        block.notes = [(m, NOTES[m]) for m in (DEGENERATE, OVERFIT, NOT_COMPARABLE_MARK) if m in marks]
         if PGD_ONLY in marks:
             block.notes.append((PGD_ONLY, (f"{attack_name('pgd', pgd_steps)} only: this model has no strong "
                                            "evaluation at this ε")))

@@ -34,7 +34,8 @@ def write_csv(frame: pd.DataFrame, path) -> Path:
 TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "∞": r"$_\infty$", "ε": r"$\varepsilon$",
        "±": r"$\pm$", "·": r"$\cdot$", "–": "--", "−": "$-$", headline.DEGENERATE: r"$^\dagger$",
-       headline.PGD_ONLY: r"$^\ddagger$", headline.NOT_COMPARABLE_MARK: r"\S{}", headline.SUBSET: r"\P{}"}
+       headline.PGD_ONLY: r"$^\ddagger$", headline.NOT_COMPARABLE_MARK: r"\S{}", headline.SUBSET: r"\P{}",
+       headline.OVERFIT: r"$\|$", "β": r"$\beta$"}
 
 
 DATASET = re.compile(r"D_(rand|det|R)\b")  # Ilyas et al.'s datasets, written D_rand in plain text
@@ -93,7 +94,10 @@ def _tex_table(block: Block) -> str:
              " & ".join(["training"] + [_tex_title(t) for t, _ in block.headers]) + r" \\",
              " & ".join([""] + [_tex_detail(d) for _, d in block.headers]) + r" \\",
              r"\midrule"]
-    lines += [" & ".join([tex(label)] + [_tex_cell(c) for c in cells]) + r" \\" for label, cells in block.rows]
+    for i, (label, cells) in enumerate(block.rows):
+        if i in block.breaks:  # another training method's rows
+            lines.append(r"\midrule")
+        lines.append(" & ".join([tex(label)] + [_tex_cell(c) for c in cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if block.notes:
         notes = r" \\ ".join(tex(f"{mark} {text}".strip()) for mark, text in block.notes)
@@ -125,6 +129,7 @@ table.h th, table.h td { padding: 4px 10px; text-align: right; font-variant-nume
 table.h th:first-child, table.h td:first-child { text-align: left; }
 table.h thead tr.detail th { font-weight: normal; font-size: 12px; color: #555; border-bottom: 1px solid #222; }
 table.h tbody tr:hover td { background: #f4f6ff; }
+table.h tbody tr.group td { border-top: 1px solid #999; }
 p.note { font-size: 12px; color: #444; margin: 0.2em 0; }
 """
 
@@ -140,8 +145,9 @@ def _html_cell(cell: Cell | None) -> str:
 def _html_table(block: Block) -> str:
     titles = "".join(f"<th>{html.escape(t)}</th>" for t, _ in block.headers)
     details = "".join(f"<th>{html.escape(d)}</th>" for _, d in block.headers)
-    body = "\n".join(f"<tr><td>{html.escape(label)}</td>{''.join(_html_cell(c) for c in cells)}</tr>"
-                     for label, cells in block.rows)
+    opens = ['<tr class="group">' if i in block.breaks else "<tr>" for i in range(len(block.rows))]
+    body = "\n".join(f"{tr}<td>{html.escape(label)}</td>{''.join(_html_cell(c) for c in cells)}</tr>"
+                     for tr, (label, cells) in zip(opens, block.rows))
     notes = "\n".join(f'<p class="note">{html.escape(f"{m} {t}".strip())}</p>' for m, t in block.notes)
     return (f"<h2>{html.escape(block.title)}</h2>\n<p class=\"cap\">{html.escape(headline_blocks.caption(block))}</p>\n"
             f'<table class="h">\n<thead><tr><th>training</th>{titles}</tr>\n'
@@ -150,7 +156,8 @@ def _html_table(block: Block) -> str:
 
 def to_html(blocks: list[Block], source: str = "") -> str:
     intro = ("Per task, image size and architecture: one row per training setting (standard, then adversarial "
-             "training by norm and ε). Robust columns: balanced accuracy under the strongest evaluation the "
+             "training by norm and ε: PGD-AT, then each other training method in a group of its own). Robust "
+             "columns: balanced accuracy under the strongest evaluation the "
              "results hold at that ε (the header names it). D_rand / D_det models sit on the standard row, the "
              "D_R model on the row of the robust model it was made from; all are tested on the original test set. "
              "The same numbers: headline.csv (tidy, fractions) and headline.tex (booktabs).")

@@ -2,7 +2,8 @@
 
 Each checkpoint's settings hold ``history`` (per epoch: train loss, train accuracy, on adversarial
 examples for adversarially trained cells, validation balanced accuracy, and the training epsilon reached)
-and ``best_epoch``, the epoch whose weights were kept. :func:`collect` reads the settings of many
+and ``best_epoch``, the epoch whose weights were kept; a run with the catastrophic-overfitting guard (fgsm-rs)
+also the guard's PGD accuracy per epoch and the epoch it stopped at. :func:`collect` reads the settings of many
 checkpoints (memory-mapped: the weights are not read) into one table, one row per cell and epoch,
 written atomically as ``results/history.parquet``. These rows are not measurements on the test set, so
 they stay out of the tidy results table.
@@ -27,7 +28,12 @@ SCHEMA: dict[str, str] = {
     "epoch_eps": "float64",            # the training epsilon at the epoch's last batch (< train_eps in a warm-up)
     "eps_warmup_epochs": "int64",
     "selected": "bool",                # the epoch whose weights the checkpoint holds
+    "guard_pgd_acc": "float64",        # fgsm-rs: PGD accuracy on the guard's training batch (NaN: no guard)
+    "overfit": "bool",                 # the guard found catastrophic overfitting at this epoch (the run's last)
 }
+NULLABLE = ("guard_pgd_acc",)
+# columns a history written before they existed lacks, and their value there
+DEFAULTS = {**results.DEFAULTS, "guard_pgd_acc": float("nan"), "overfit": False}
 QUANTITIES = ("train_loss", "train_acc", "val_balanced_acc")
 
 
@@ -42,13 +48,14 @@ def from_settings(settings: dict) -> pd.DataFrame:
                      # key "train_eps" in checkpoints before medgrid 0.2; absent before the warm-up existed
                      "epoch_eps": h.get("epoch_eps", h.get("train_eps", cell["train_eps"])),
                      "eps_warmup_epochs": int(hp.get("eps_warmup_epochs", 0) or 0),
-                     "selected": int(h["epoch"]) == int(settings.get("best_epoch", -1))})
+                     "selected": int(h["epoch"]) == int(settings.get("best_epoch", -1)),
+                     "guard_pgd_acc": h.get("guard_pgd_acc", float("nan")), "overfit": bool(h.get("overfit", False))})
     return pd.DataFrame(rows, columns=list(SCHEMA))
 
 
 def validate(df: pd.DataFrame, source: str = "history") -> pd.DataFrame:
     """``df`` with the history schema's columns and dtypes, one row per cell and epoch; UserError otherwise."""
-    out = results.coerce(results.with_defaults(df), SCHEMA, source)
+    out = results.coerce(results.with_defaults(df, DEFAULTS), SCHEMA, source, nullable=NULLABLE)
     dup = out.duplicated(CELL + ["epoch"], keep=False)
     if dup.any():
         first = out[dup].iloc[0]

@@ -129,7 +129,7 @@ def write_table_html(df: pd.DataFrame, path: Path, source: str = "the tidy table
     s = by_seed(rows) if not rows.empty else pd.DataFrame(columns=list(rows.columns) + ["mean"])
     if not s.empty:
         s = s.assign(
-            training=[setting_label(n, e) for n, e in zip(s.train_norm, s.train_eps)],
+            training=[setting_label(*k) for k in zip(*(s[c] for c in results.SETTING))],
             data=[DATA_LABEL[d] + ("" if c == NO_CONSTRUCTION else f" ({c})") for d, c in zip(s.train_data,
                                                                                                s.construction)],
             evaluation=[_evaluation(r) for r in s.itertuples()],

@@ -1,4 +1,6 @@
-"""Standard and PGD adversarial training (Madry et al. 2018), best epoch by validation balanced accuracy."""
+"""One cell's training: standard or adversarial (a method of :mod:`medgrid.training.methods`: PGD-AT, TRADES,
+fast FGSM-RS training), with an epsilon warm-up, the catastrophic-overfitting guard of the methods that have
+one, and the epoch kept by validation balanced accuracy or a fixed budget."""
 
 from __future__ import annotations
 
@@ -7,18 +9,18 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
-from medgrid import __version__, models
-from medgrid.attacks.pgd import perturb
+from medgrid import __version__, models, train_method
 from medgrid.attacks.steps import default_alpha
 from medgrid.data import loading
 from medgrid.errors import UserError
 from medgrid.evaluation import health, metrics
 from medgrid.evaluation.predict import predict
-from medgrid.names import NO_CONSTRUCTION, SELECTIONS
+from medgrid.names import DEFAULT_METHOD, NO_CONSTRUCTION, SELECTIONS
 from medgrid.seeding import seed_everything, training_seeds
+from medgrid.training import guard as overfit
+from medgrid.training import methods
 
 
 @dataclass
@@ -35,6 +37,8 @@ class HParams:
     stop_train_acc: float | None = None     # stop once an epoch's training accuracy reaches this
     selection: str | None = None            # "best_val" | "last"; None: best_val on original data, else last
     eps_warmup_epochs: int = 0      # adversarial training: ramp eps and the step size up over these epochs
+    method: str = DEFAULT_METHOD    # adversarial training method (medgrid.training.methods)
+    method_param: float | None = None  # the method's parameter (TRADES: beta); None: its default
 
     def alpha(self, eps: float) -> float:
         if self.attack_step_size is not None:
@@ -120,8 +124,15 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
     warmup = hp.eps_warmup_epochs if adversarial else 0
     if warmup >= hp.epochs:
         raise ValueError(f"eps_warmup_epochs ({warmup}) must be smaller than epochs ({hp.epochs})")
+    if not adversarial and hp.method != DEFAULT_METHOD:
+        raise ValueError(f"training method {hp.method} needs adversarial training (norm linf or l2, eps > 0)")
+    param = train_method.param(hp.method, hp.method_param)
+    method = (methods.build(hp.method, norm, steps=hp.attack_steps, step_size=hp.attack_step_size, param=param)
+              if adversarial else methods.Standard())
+    guard = (overfit.OverfitGuard(ds.train, batch_size=hp.batch_size, seed=seed, norm=norm, eps=eps)
+             if method.guarded else None)
     best_score, best_state, best_epoch, best_pred, history = -1.0, None, -1, None, []
-    factor = 1.0
+    factor, guard_acc, overfit_epoch = 1.0, None, None
     it = 0
     for epoch in range(hp.epochs):
         model.train()
@@ -137,11 +148,10 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
                 x = x.contiguous(memory_format=torch.channels_last)
             if adversarial:
                 factor = warmup_factor(warmup, it, steps_per_epoch)
-                x = perturb(model, x, y, norm=norm, eps=eps * factor, alpha=hp.alpha(eps) * factor,
-                           steps=hp.attack_steps, generator=attack_gen)
+            x_adv = method.examples(model, x, y, eps=eps * factor, alpha=method.alpha(eps) * factor,
+                                    generator=attack_gen)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss, logits = method.loss(model, x, x_adv, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -153,11 +163,20 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
         logits, labels = predict(model, ds.val, autocast=on_cuda)
         val_bacc = metrics.balanced_accuracy(labels, logits.argmax(1))
         train_acc = correct / seen
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": train_acc,
-                        "val_balanced_acc": val_bacc, "epoch_eps": float(eps) * factor})
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": train_acc,
+                  "val_balanced_acc": val_bacc, "epoch_eps": float(eps) * factor}
+        if guard is not None:  # a collapse counts once an epoch before it can be kept
+            previous, guard_acc = guard_acc, guard.accuracy(model)
+            fired = best_state is not None and overfit.collapsed(previous, guard_acc)
+            record.update(guard_pgd_acc=guard_acc, overfit=fired)
+        history.append(record)
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {loss_sum / seen:.4f} acc {train_acc:.4f}"
-                       f" | val balanced acc {val_bacc:.4f}")
+                       f" | val balanced acc {val_bacc:.4f}"
+                       + (f" | guard PGD acc {guard_acc:.4f}" if guard is not None else ""))
+        if record.get("overfit"):  # catastrophic overfitting: stop, keep an epoch before it
+            overfit_epoch = epoch + 1
+            break
         if epoch < warmup:   # trained below the full epsilon: not a candidate
             continue
         if selection == "last" or val_bacc > best_score:  # (last: the val score is recorded, never used)
@@ -174,6 +193,8 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
         "n_channels": ds.info.n_channels, "n_classes": ds.info.n_classes,
         "data_path": str(ds.path), "data_sha256": ds.sha256, "hparams": asdict(hp),
         "init_seed": seeds["init"], "order_seed": seeds["order"], "attack_seed": seeds["attack"],
+        "method": method.name, "method_param": param,
+        "guard": guard.describe() if guard is not None else None, "overfit_epoch": overfit_epoch,
         "selection": selection, "best_epoch": best_epoch, "best_val_balanced_acc": best_score, "history": history,
         "val_health": val_health.as_dict(),
         "device": str(device), "data_on": ds.data_on, "torch_version": str(torch.__version__), "medgrid_version": __version__,

@@ -1,9 +1,11 @@
 """Config validation, the grid and per-rule settings (grid logic only).
 
 Everything the rules need that is more than a wildcard lives here, so the rules stay one `medgrid`
-call each. The grid is the product tasks x sizes x archs x (norm, eps) x seeds; a cell is the folder
-results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/. The vocabulary (epsilon tokens, task and
-corruption tables, chart registry) is medgrid's own, imported from the repository (plain Python: no
+call each. The grid is the product tasks x sizes x archs x training settings x seeds; a cell is the folder
+results/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/, where {method} is empty for PGD-AT (the
+default training method and standard training: their paths are those of every earlier medgrid) and the
+method's folder otherwise (trades-beta6/, fgsm-rs/). The vocabulary (epsilon tokens, method segments, task
+and corruption tables, chart registry) is medgrid's own, imported from the repository (plain Python: no
 torch, numpy or medmnist), never copied here.
 """
 
@@ -14,7 +16,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # this repository's medgrid, installed or not
 import yaml
-from medgrid import catalog, constructions, epsilon, names
+from medgrid import catalog, constructions, epsilon, names, train_method
 from medgrid.config import unknown_keys, warmup_errors
 from medgrid.errors import UserError
 from medgrid.report import registry
@@ -34,6 +36,8 @@ if _mistakes:
 
 DATA_DIR = "resources/data"
 ADVERSARIAL_ONLY = ("attack_steps", "attack_step_size", "eps_warmup_epochs")
+# blocks of hparams.<arch> that override its settings for some cells: by kind, and by training method
+HPARAM_BLOCKS = ("standard", "adversarial", *names.TRAIN_METHODS)
 
 # renamed keys: the old name still works, with one line saying so
 if config.get("data_dir") is not None:
@@ -66,13 +70,52 @@ def _tokens(grid, what):
     return out
 
 
-TRAIN_GRID = _tokens(config["train_grid"], "train_grid")
+def _method_grid(grid):
+    """{method segment: (method, parameter, {norm: tokens})} of train_grid's other methods (e.g. trades:
+    {linf: [...], beta: [1, 6]} gives trades-beta1/ and trades-beta6/), in names.TRAIN_METHODS order.
+    """
+    out = {}
+    for method in names.TRAIN_METHODS:
+        spec = grid.get(method)
+        if method == names.DEFAULT_METHOD or spec is None:
+            continue
+        name = train_method.param_name(method)
+        values = (spec.get(name) or [None]) if name else [None]
+        norms = _tokens(
+            {n: spec[n] for n in names.ATTACK_NORMS if n in spec},
+            f"train_grid.{method}",
+        )
+        for value in values:
+            try:
+                segment = train_method.segment(method, value)
+            except UserError as exc:
+                raise ValueError(f"config: train_grid.{method}.{name}: {exc}") from None
+            if segment in out:
+                raise ValueError(
+                    f"config: train_grid.{method}.{name} lists {value} twice (perhaps as 6 and 6.0)"
+                )
+            out[segment] = (method, train_method.param(method, value), norms)
+    return out
+
+
+TRAIN_GRID = _tokens(
+    {n: v for n, v in config["train_grid"].items() if n in names.TRAIN_NORMS},
+    "train_grid",
+)
+METHOD_GRID = _method_grid(config["train_grid"])
 ATTACK_GRID = _tokens(config["attack_grid"], "attack_grid")
 if TRAIN_GRID.get("none", ["0"]) != ["0"]:
     raise ValueError(
         "config: train_grid.none must be [0] (standard training has no epsilon)"
     )
-if not TRAIN_GRID:
+# every training setting as (method segment, norm, eps token): PGD-AT's (segment "") first
+SETTINGS = [("", n, e) for n, tokens in TRAIN_GRID.items() for e in tokens] + [
+    (segment, n, e)
+    for segment, (_, _, norms) in METHOD_GRID.items()
+    for n, tokens in norms.items()
+    for e in tokens
+]
+if not SETTINGS:
     raise ValueError("config: train_grid lists no training setting")
 _missing = [a for a in config["archs"] if a not in config["hparams"]]
 if _missing:
@@ -81,12 +124,19 @@ if _missing:
 
 def cells(**only):
     """Every cell of the grid as a dict of wildcards; keyword arguments keep matching cells only
-    (e.g. cells(norm="none") for the standard models)."""
-    settings = [(n, e) for n, tokens in TRAIN_GRID.items() for e in tokens]
-    for task, size, arch, (norm, eps), seed in itertools.product(
-        config["tasks"], config["sizes"], config["archs"], settings, config["seeds"]
+    (e.g. cells(norm="none") for the standard models, method="" for PGD-AT's)."""
+    for task, size, arch, (method, norm, eps), seed in itertools.product(
+        config["tasks"], config["sizes"], config["archs"], SETTINGS, config["seeds"]
     ):
-        cell = dict(task=task, size=size, arch=arch, norm=norm, eps=eps, seed=seed)
+        cell = dict(
+            task=task,
+            size=size,
+            arch=arch,
+            method=method,
+            norm=norm,
+            eps=eps,
+            seed=seed,
+        )
         if all(str(cell[k]) == str(v) for k, v in only.items()):
             yield cell
 
@@ -113,8 +163,9 @@ wildcard_constraints:
     task=_alternatives(config["tasks"]),
     size=_alternatives(config["sizes"]),
     arch=_alternatives(config["archs"]),
-    norm=_alternatives(TRAIN_GRID),
-    eps=_alternatives(t for tokens in TRAIN_GRID.values() for t in tokens),
+    method=_alternatives(segment for segment, _, _ in SETTINGS) or "(?:)",  # "": PGD-AT
+    norm=_alternatives(norm for _, norm, _ in SETTINGS),
+    eps=_alternatives(eps for _, _, eps in SETTINGS),
     seed=_alternatives(config["seeds"]),
     dataset=_alternatives(DATASETS),
     model="[1-9][0-9]*",
@@ -175,15 +226,29 @@ def _flags(options):
 
 def train_options(wildcards):
     """The training hyperparameters of a cell as CLI flags: the arch's settings, overridden by its
-    `standard` or `adversarial` block. Attack settings reach adversarial cells only, so changing
-    them does not rerun standard models."""
+    `standard` or `adversarial` block and then, for an adversarial cell, by the block named after its
+    training method (pgd, trades, fgsm-rs), followed by the method's flags (none for PGD-AT, so the
+    commands of configs without method blocks never change). Attack settings reach adversarial cells only, so changing them does not rerun standard
+    models; a single-step method (fgsm-rs) takes neither attack_steps nor the adversarial block's
+    attack_step_size (PGD's), only its own block's."""
     hp = config["hparams"][wildcards.arch]
     kind = "standard" if wildcards.norm == "none" else "adversarial"
-    merged = {k: v for k, v in hp.items() if k not in ("standard", "adversarial")}
+    merged = {k: v for k, v in hp.items() if k not in HPARAM_BLOCKS}
     merged.update(hp.get(kind, {}))
     if kind == "standard":
         merged = {k: v for k, v in merged.items() if k not in ADVERSARIAL_ONLY}
-    return _flags(dict(sorted(merged.items())))
+    method, value = METHOD_GRID.get(wildcards.method, (names.DEFAULT_METHOD, None))[:2]
+    if method in names.SINGLE_STEP_METHODS:
+        merged = {
+            k: v
+            for k, v in merged.items()
+            if k not in ("attack_steps", "attack_step_size")
+        }
+    if kind == "adversarial":
+        merged.update(hp.get(method, {}))
+    flags = _flags(dict(sorted(merged.items())))
+    method_flags = train_method.flags(method, value)
+    return f"{flags} {method_flags}" if method_flags else flags
 
 
 def attack_options(grid=None):
@@ -264,7 +329,7 @@ def transfer_source(wildcards):
         return {}
     return {
         "source": rules.train.output.model.format(
-            **{**dict(wildcards.items()), "norm": "none", "eps": "0"}
+            **{**dict(wildcards.items()), "method": "", "norm": "none", "eps": "0"}
         )
     }
 
@@ -429,7 +494,7 @@ if "drobust" in FEATURES["datasets"] and ROBUST_EPS not in TRAIN_GRID.get(
     ROBUST_NORM, []
 ):
     raise ValueError(
-        f"config: features.robust.source {ROBUST_NORM} {epsilon.arg(ROBUST_NORM, ROBUST_EPS)} is not a cell of "
+        f"config: features.robust.source {ROBUST_NORM} {epsilon.arg(ROBUST_NORM, ROBUST_EPS)} is not a PGD-AT cell of "
         f"train_grid ({', '.join(f'{n}-{t}' for n, ts in TRAIN_GRID.items() for t in ts)})"
     )
 
@@ -518,7 +583,7 @@ def features_train_options(wildcards):
     (as train_options for a none-0 cell), then features.train on top; --model-seed for the second and
     later models of a dataset (the first keeps the command it always had)."""
     hp = config["hparams"][wildcards.arch]
-    merged = {k: v for k, v in hp.items() if k not in ("standard", "adversarial")}
+    merged = {k: v for k, v in hp.items() if k not in HPARAM_BLOCKS}
     merged.update(hp.get("standard", {}))
     merged = {k: v for k, v in merged.items() if k not in ADVERSARIAL_ONLY}
     merged.update(FEATURES["train"])
@@ -561,9 +626,9 @@ def _feature_sets():
     an attack sweep its own D_rand / D_det)."""
     for fset in FEATURE_SETS:
         if fset == "drobust":
-            yield fset, dict(norm=ROBUST_NORM, eps=ROBUST_EPS)
+            yield fset, dict(method="", norm=ROBUST_NORM, eps=ROBUST_EPS)
         else:
-            yield fset, dict(norm="none")
+            yield fset, dict(method="", norm="none")
 
 
 def _model_paths(pattern, fset, where):

@@ -5,11 +5,11 @@ rule evaluate:
         model=rules.train.output.model,
         data=data_npz,
     output:
-        table="results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/metrics/eval.parquet",
+        table="results/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/metrics/eval.parquet",
     log:
-        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/evaluate.log",
+        "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/evaluate.log",
     benchmark:
-        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/evaluate.benchmark.tsv"
+        "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/evaluate.benchmark.tsv"
     conda:
         "../../envs/medgrid.yaml"
     threads: threads_for("evaluate")

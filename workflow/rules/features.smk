@@ -9,7 +9,7 @@
 #                                                   .../features/{fset}/model.pt  standard training on it
 #                                                   .../features/{fset}/metrics/eval.parquet
 #                                                   .../features/{fset}/model{k}/...  models k = 1.. (model_seeds)
-# (D_rand and D_det sit under none-0, D_R under its robust cell.) Every model is evaluated on the
+# (D_rand and D_det sit under none-0, D_R under its robust PGD-AT cell.) Every model is evaluated on the
 # ORIGINAL clean test set and under PGD; its rows carry train_data = drand | ddet | drobust, the attack
 # setting (construction) and the model's number (model_seed).
 
@@ -18,7 +18,7 @@
 rule features_nonrobust:
     input:
         model=lambda wildcards: rules.train.output.model.format(
-            norm="none", eps="0", **dict(wildcards.items())
+            method="", norm="none", eps="0", **dict(wildcards.items())
         ),
         data=data_npz,
     output:
@@ -46,10 +46,12 @@ rule features_nonrobust:
         " --threads {threads} > {log} 2>&1"
 
 
-# D_R from an adversarially trained cell (only features.robust.source is requested).
+# D_R from an adversarially trained cell (only features.robust.source is requested; a PGD-AT cell).
 rule features_robust:
     input:
-        model=rules.train.output.model,
+        model=lambda wildcards: rules.train.output.model.format(
+            method="", **dict(wildcards.items())
+        ),
         data=data_npz,
     output:
         npz="results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/features/drobust.npz",

@@ -137,6 +137,7 @@ rule saliency:
         checkpoints=lambda wildcards: [
             rules.train.output.model.format(
                 task=wildcards.task,
+                method="",
                 size=config["sizes"][0],
                 arch=config["archs"][0],
                 norm=norm,

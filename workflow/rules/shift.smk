@@ -2,7 +2,7 @@
 #   resources/medmnist-c/{size}/{task}/{corruption}.npz   (MedMNIST-C's layout, at the model size)
 # downloaded (official files) or generated with medmnistc; then every model of the grid is evaluated on
 # all corruptions of its task:
-#   results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/metrics/shift.parquet   (eval_kind corruption)
+#   results/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/metrics/shift.parquet   (eval_kind corruption)
 # Settings and input functions: common.smk ("corrupted test sets").
 
 # The test sets of each task: medgrid.catalog.shift_sets (medmnistc 0.1.0's registry for MedMNIST, medgrid's
@@ -86,11 +86,11 @@ rule shift_evaluate:
         data=data_npz,
         sets=shift_set_files,
     output:
-        table="results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/metrics/shift.parquet",
+        table="results/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/metrics/shift.parquet",
     log:
-        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/shift.log",
+        "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/shift.log",
     benchmark:
-        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/shift.benchmark.tsv"
+        "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/shift.benchmark.tsv"
     conda:
         "../../envs/medmnistc.yaml"
     threads: threads_for("shift_evaluate")

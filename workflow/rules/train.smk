@@ -1,15 +1,16 @@
-# Train one cell: standard training (none-0) or PGD adversarial training at the cell's norm and eps.
-# Hyperparameters come from config hparams.<arch> through params, so editing them reruns exactly
-# the cells they apply to.
+# Train one cell: standard training (none-0) or adversarial training at the cell's norm and eps, by
+# PGD-AT ({method} empty) or the method of its folder ({method} trades-beta6/, fgsm-rs/). Hyperparameters
+# and the method's flags come from config hparams.<arch> and train_grid through params, so editing them
+# reruns exactly the cells they apply to.
 rule train:
     input:
         data=data_npz,
     output:
-        model="results/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/model.pt",
+        model="results/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/model.pt",
     log:
-        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/train.log",
+        "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/train.log",
     benchmark:
-        "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/train.benchmark.tsv"
+        "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/train.benchmark.tsv"
     conda:
         "../../envs/medgrid.yaml"
     threads: threads_for("train")
