@@ -330,18 +330,18 @@ def method_table(seeds=(0, 1)) -> pd.DataFrame:
 
 
 def test_the_headline_groups_rows_by_method():
-    from medgrid.report import headline, headline_write
+    from medgrid.report import headline, headline_blocks, headline_write
 
     frame = headline.build(method_table(), eps={"linf": 4 / 255}, columns=("clean", "robust_linf", "corruption"))
     assert set(frame.train_method) == set(names.TRAIN_METHODS) and "overfit_seeds" in frame.columns
-    (block,) = headline.blocks(frame, eps={"linf": 4 / 255}, columns=("clean", "robust_linf", "corruption"))
+    (block,) = headline_blocks.blocks(frame, eps={"linf": 4 / 255}, columns=("clean", "robust_linf", "corruption"))
     assert [label for label, _ in block.rows] == [
         "standard", "L∞ 4/255", "L∞ 8/255", "TRADES β=1 L∞ 4/255", "TRADES β=1 L∞ 8/255", "TRADES β=6 L∞ 4/255",
-        "TRADES β=6 L∞ 8/255", "FGSM-RS L∞ 4/255", "FGSM-RS L∞ 8/255 ¶"]
+        "TRADES β=6 L∞ 8/255", "FGSM-RS L∞ 4/255", "FGSM-RS L∞ 8/255 ‖"]
     assert block.breaks == {3, 5, 7}  # a rule before each other method's (and parameter's) rows
     assert any(mark == headline.OVERFIT for mark, _ in block.notes)
     tex = headline_write.to_latex([block])
-    assert tex.count(r"\midrule") == 1 + 3 and r"TRADES $\beta$=6" in tex and r"\P{}" in tex
+    assert tex.count(r"\midrule") == 1 + 3 and r"TRADES $\beta$=6" in tex and r"$\|$" in tex
     assert headline_write.to_html([block]).count('<tr class="group">') == 3
 
 
