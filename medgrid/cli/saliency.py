@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medgrid.cli.base import set_threads
+from medgrid.cli.base import log_runtime, set_threads
 from medgrid.names import ATTACK_NORMS
 
 
@@ -30,6 +30,7 @@ def run(args) -> None:
 
     eps = epsilon.parse(args.attack_eps) if args.attack_eps is not None else None
     set_threads(args.threads)
+    log_runtime("cpu")
     path = saliency.saliency_figure(args.checkpoint, args.data, args.out, n=args.n,
                                     attack_norm=args.attack_norm, attack_eps=eps, attack_steps=args.attack_steps,
                                     seed=args.seed, dpi=args.dpi)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medgrid.cli.base import at_least, set_threads
+from medgrid.cli.base import at_least, log_runtime, set_threads
 from medgrid.errors import UserError
 from medgrid.names import CORRUPT_AT, SEVERITIES, SHIFT_SOURCES, UPSAMPLING
 
@@ -66,6 +66,7 @@ def run_prepare(args) -> None:
         raise UserError(f"--out {args.out}: name the file {args.corruption}.npz (evaluate --shift-sets takes a set's "
                         f"corruption from its file name)")
     set_threads(at_least(args.threads, 1, "--threads"))  # torchvision's gaussian_blur runs on torch threads
+    log_runtime("cpu")
     path = shift_sets.prepare(args.task, args.size, args.data, args.out, corruption=args.corruption,
                               source=args.source, corrupt_at=args.corrupt_at, corruption_seed=args.corruption_seed,
                               data_seed=args.data_seed, upsample=args.upsample, clean_224=args.clean_224,
