@@ -15,7 +15,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from medgrid import cli, fatbin, ops
-from medgrid.cli import base, info
+from medgrid.cli import base, runtime
 from medgrid.data import placement, prepare
 from medgrid.errors import UserError
 
@@ -113,12 +113,12 @@ def test_info_argument_mistakes(capsys, argv, needle):
 def test_info_placement_on_a_gpu(monkeypatch):
     gib = 2**30
     monkeypatch.setattr(placement, "free_device_memory", lambda device: 40 * gib)
-    text = info.placement("cuda", "pathmnist", 224, "auto")
+    text = runtime.placement("cuda", "pathmnist", 224, "auto")
     assert "at most 50% of its free memory (40.0 GiB free now)" in text[0]
     assert "train pathmnist at 224 px: data:" in text[1] and "on cuda" in text[1]  # 100,000 images, 14.0 GiB: under half of 40
     monkeypatch.setattr(placement, "free_device_memory", lambda device: 8 * gib)
-    assert "pinned host memory" in info.placement("cuda", "pathmnist", 224, "auto")[1]
-    assert "on cuda" in info.placement("cuda", "pathmnist", 224, "device")[1]
+    assert "pinned host memory" in runtime.placement("cuda", "pathmnist", 224, "auto")[1]
+    assert "on cuda" in runtime.placement("cuda", "pathmnist", 224, "device")[1]
 
 
 def test_lines_flag_a_gpu_without_kernels_and_a_cpu_torch_on_a_gpu_node():
@@ -126,10 +126,10 @@ def test_lines_flag_a_gpu_without_kernels_and_a_cpu_torch_on_a_gpu_node():
               "cuda_visible_devices": "0", "extension": None,
               "pgd_step": {"cuda": {"choice": "error", "why": "x"}},
               "gpus": [{"index": 0, "name": "Tesla V100", "capability": "7.0", "memory_gib": 32.0, "runs": None}]}
-    text = "\n".join(info.lines(report))
+    text = "\n".join(runtime.lines(report))
     assert "gpu 0: Tesla V100 (compute capability 7.0, 32.0 GiB); medgrid's kernels for it: NOTHING" in text
     assert "pgd_step on cuda: NO CUDA KERNEL" in text and "extension medgrid._C: not built" in text
-    text = "\n".join(info.lines(report | {"gpus": [], "torch_cuda": None, "device": "cpu"}))
+    text = "\n".join(runtime.lines(report | {"gpus": [], "torch_cuda": None, "device": "cpu"}))
     assert "medgrid: warning: CUDA_VISIBLE_DEVICES=0 but torch sees no GPU (a CPU-only torch)" in text
 
 

@@ -71,9 +71,9 @@ def log_runtime(device: str) -> None:
     global _logged
     if not _logged:
         _logged = True
-        from medgrid.cli import info
+        from medgrid.cli import runtime
 
-        print(info.header(device), flush=True)
+        print(runtime.header(device), flush=True)
 
 
 def check_writable(*paths: Path | None) -> None:
