@@ -18,6 +18,7 @@ with ``--use-conda`` Snakemake creates the environments where it runs itself, on
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -29,6 +30,8 @@ import subprocess
 # for GPUs newer than all of these.
 DEFAULT_CUDA_ARCHS = ("7.5", "8.0", "8.6", "9.0", "10.0", "12.0")
 NO_CUDA, FORCE_CUDA, ARCH_LIST = "MEDGRID_NO_CUDA", "MEDGRID_FORCE_CUDA", "TORCH_CUDA_ARCH_LIST"
+CONDA_OVERRIDE_CUDA = "CONDA_OVERRIDE_CUDA"
+NVIDIA_DRIVER = "/proc/driver/nvidia/version"  # present where the NVIDIA kernel driver is loaded
 
 
 class BuildError(RuntimeError):
@@ -131,3 +134,18 @@ def decide(env, *, torch_cuda: str | None, nvcc: str | None, nvcc_release: tuple
     if force:
         raise BuildError(f"{FORCE_CUDA}=1 but {why}")
     return False, why
+
+
+def conda_cuda_override(release: str, env=None, driver: str = NVIDIA_DRIVER) -> str | None:
+    """Let conda solve a CUDA build of pytorch where no driver is loaded: set ``CONDA_OVERRIDE_CUDA=release``
+    in ``env`` (default ``os.environ``) unless it is set already or this machine has an NVIDIA driver (then
+    conda sees the driver's CUDA as its ``__cuda`` virtual package). The value set, or None.
+
+    The workflow calls it when rules use the GPU environment: Snakemake makes the environments where it runs,
+    on a cluster's login node, and conda there would otherwise refuse every CUDA build.
+    """
+    env = os.environ if env is None else env
+    if CONDA_OVERRIDE_CUDA in env or os.path.exists(driver):
+        return None
+    env[CONDA_OVERRIDE_CUDA] = release
+    return release

@@ -105,6 +105,16 @@ def test_this_nvcc_compiles_the_whole_default_list():
         assert set(bc.DEFAULT_CUDA_ARCHS) <= supported, sorted(supported)
 
 
+def test_conda_cuda_override_only_where_no_driver_and_unset(tmp_path):
+    env, no_driver, driver = {}, str(tmp_path / "absent"), tmp_path / "version"
+    assert bc.conda_cuda_override("12.9", env, no_driver) == "12.9" and env == {"CONDA_OVERRIDE_CUDA": "12.9"}
+    env = {"CONDA_OVERRIDE_CUDA": "12.4"}
+    assert bc.conda_cuda_override("12.9", env, no_driver) is None and env["CONDA_OVERRIDE_CUDA"] == "12.4"
+    driver.write_text("NVRM version: 575.51")
+    env = {}
+    assert bc.conda_cuda_override("12.9", env, str(driver)) is None and env == {}
+
+
 # ----------------------------------------------------------------------------- reading device code
 def _fake_fatbin(entries) -> bytes:
     """A fat binary as nvcc lays it out: entries (kind, arch) with payloads of a few bytes."""
