@@ -27,7 +27,15 @@ class Target(NamedTuple):
 
 
 def _section(data: bytes, name: str) -> bytes | None:
-    """The bytes of an ELF64 little-endian section by name, None when the file has no such section."""
+    """The bytes of an ELF64 little-endian section by name, None when the file has no such section (or is not
+    such a file, or is cut short)."""
+    try:
+        return _find_section(data, name)
+    except (struct.error, ValueError):
+        return None
+
+
+def _find_section(data: bytes, name: str) -> bytes | None:
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return None
     shoff, = struct.unpack_from("<Q", data, 0x28)
@@ -57,7 +65,7 @@ def parse(blob: bytes) -> list[Target]:
         if magic != FATBIN_MAGIC:
             pos += 8  # fat binaries are 8-byte aligned in the section
             continue
-        entry, end = pos + header_size, pos + header_size + fat_size
+        entry, end = pos + header_size, min(pos + header_size + fat_size, len(blob))  # a cut-short one: what is there
         while entry + 32 <= end:
             kind, _, entry_header, payload = struct.unpack_from("<HHIQ", blob, entry)
             arch, = struct.unpack_from("<I", blob, entry + 28)

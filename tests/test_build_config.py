@@ -131,12 +131,15 @@ def test_fatbin_parse_reads_kinds_and_archs():
     blob = _fake_fatbin([(2, 75), (2, 120), (1, 120)]) + bytes(8) + _fake_fatbin([(2, 90)])
     assert [str(t) for t in fatbin.parse(blob)] == ["sm_75", "sm_120", "compute_120 (PTX)", "sm_90"]
     assert fatbin.parse(b"") == [] and fatbin.parse(bytes(64)) == []
+    assert [str(t) for t in fatbin.parse(blob[:100])] == ["sm_75"]  # cut short: the entries whose headers are there
 
 
 def test_a_library_without_device_code_has_no_targets(tmp_path):
     so = tmp_path / "plain.so"
     so.write_bytes(b"not an ELF file")
     assert fatbin.targets(so) == [] and fatbin.targets(None) == []
+    so.write_bytes(b"\x7fELF\x02\x01" + bytes(40))  # an ELF header cut short: no section to read, no crash
+    assert fatbin.targets(so) == []
     from medgrid import ops
 
     if ops.library_path() and "cuda" not in ops.compiled_devices():
