@@ -23,6 +23,10 @@ include: "workflow/rules/shift.smk"
 include: "workflow/rules/report.smk"
 
 
+# after every rule has chosen its conda env (workflow/rules/common.smk)
+set_conda_cuda_override()
+
+
 rule all:
     default_target: True
     input:

@@ -3,16 +3,22 @@
 Install with ``pip install --no-build-isolation -e .`` so the extension is compiled
 against the torch already in the environment (build isolation would fetch another one).
 
+The CUDA kernels are compiled whenever they can be (torch built with CUDA and an nvcc of the same CUDA
+major version found), a visible GPU or not; the choices are in ``medgrid/build_config.py``.
 Switches (environment variables):
-  MEDGRID_NO_EXT=1      pure Python install; medgrid.ops falls back to the PyTorch reference
-  MEDGRID_FORCE_CUDA=1  build the CUDA kernels even without a visible GPU (compile and link only)
-  MEDGRID_DEBUG=1       -O0 -g
+  MEDGRID_NO_EXT=1        pure Python install; medgrid.ops falls back to the PyTorch reference
+  MEDGRID_NO_CUDA=1       CPU kernels only, even where CUDA kernels could be built
+  MEDGRID_FORCE_CUDA=1    CUDA kernels or a failed build (never a CPU-only fallback)
+  TORCH_CUDA_ARCH_LIST    GPU targets, e.g. "8.0;9.0+PTX" (default: medgrid's list, see `medgrid info`)
+  MEDGRID_DEBUG=1         -O0 -g
 """
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
+import sys
 
 from setuptools import find_packages, setup
 
@@ -23,6 +29,14 @@ def _version() -> str:
     """medgrid.__version__, read from the source (the package itself cannot be imported before it is built)."""
     with open(os.path.join(HERE, "medgrid", "__init__.py"), encoding="utf-8") as fh:
         return re.search(r'^__version__ = "([^"]+)"', fh.read(), re.M).group(1)
+
+
+def _build_config():
+    """medgrid/build_config.py, loaded from its file (the package cannot be imported before it is built)."""
+    spec = importlib.util.spec_from_file_location("medgrid_build_config", os.path.join(HERE, "medgrid", "build_config.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _pip_cuda_dirs():
@@ -64,33 +78,36 @@ def _find_nvcc():
 def get_extensions():
     """(ext_modules, cmdclass): one extension ``medgrid._C`` built from csrc/ (laid out as pytorch/extension-cpp).
 
-    CppExtension (csrc/*.cpp, csrc/cpu/*.cpp) by default; CUDAExtension (plus csrc/cuda/*.cu) when torch was built
-    with CUDA, nvcc is found and a GPU is visible, or always with MEDGRID_FORCE_CUDA=1 (an
-    error if torch has no CUDA or nvcc is missing). TORCH_CUDA_ARCH_LIST picks the targets.
+    CUDAExtension (csrc/*.cpp, csrc/cpu/*.cpp and csrc/cuda/*.cu) whenever medgrid/build_config.py's
+    ``decide`` says the CUDA kernels can be built (no GPU needed), for its ``arch_list``; CppExtension
+    (the CPU kernels) otherwise, with one line saying why.
     """
     if os.environ.get("MEDGRID_NO_EXT") == "1":
         return [], {}
     import torch
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    from torch.utils.cpp_extension import (
+        CUDA_HOME,
+        BuildExtension,
+        CppExtension,
+        CUDAExtension,
+    )
 
+    config = _build_config()
     debug = os.environ.get("MEDGRID_DEBUG") == "1"
-    force_cuda = os.environ.get("MEDGRID_FORCE_CUDA") == "1"
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     if not sources:
         return [], {}
     cu_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
 
     nvcc = _find_nvcc() if torch.version.cuda else None
-    if force_cuda:
-        if not torch.version.cuda:
-            raise RuntimeError(f"MEDGRID_FORCE_CUDA=1 but torch {torch.__version__} was built without CUDA")
-        if nvcc is None:
-            raise RuntimeError("MEDGRID_FORCE_CUDA=1 but nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
-        if not cu_sources:
-            raise RuntimeError("MEDGRID_FORCE_CUDA=1 but csrc/cuda/ has no .cu sources")
-    use_cuda = bool(cu_sources) and (
-        force_cuda or (bool(torch.version.cuda) and nvcc is not None and torch.cuda.is_available())
-    )
+    try:
+        use_cuda, why = config.decide(os.environ, torch_cuda=torch.version.cuda, nvcc=nvcc,
+                                      nvcc_release=config.nvcc_version(nvcc) if nvcc else None,
+                                      has_cuda_sources=bool(cu_sources))
+        if use_cuda:
+            archs, archs_from = config.arch_list(os.environ, config.nvcc_archs(nvcc))
+    except config.BuildError as exc:
+        sys.exit(f"medgrid: error: {exc}")
 
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]  # -g0 drops the -g Python's flags add
     # No -std flag: torch's cpp_extension picks the standard its headers need (C++17 up to
@@ -98,7 +115,7 @@ def get_extensions():
     cxx = opt + ["-fopenmp"]
     link = ["-fopenmp"]
     if not use_cuda:
-        print("medgrid: building the CPU extension (CppExtension)")
+        print(f"medgrid: building the CPU extension (CppExtension), without CUDA kernels: {why}")
         ext = CppExtension(
             "medgrid._C",
             sources,
@@ -108,24 +125,34 @@ def get_extensions():
         )
         return [ext], {"build_ext": BuildExtension}
 
-    print(f"medgrid: building the CUDA extension (CUDAExtension, nvcc {nvcc}, "
-          f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '<torch default>')})")
+    # A user's TORCH_CUDA_ARCH_LIST goes to torch's extension builder as for any extension; medgrid's default
+    # goes to nvcc as -gencode flags (torch then adds none), whatever archs this torch's builder knows.
+    gencode = [] if archs_from == config.ARCH_LIST else config.gencode_flags(archs)
+    print(f"medgrid: building the CUDA extension (CUDAExtension; {why}) for "
+          f"TORCH_CUDA_ARCH_LIST={archs} ({archs_from})")
     pip_includes, pip_libs = _pip_cuda_dirs()
     link += [f"-Wl,-rpath,{d}" for d in pip_libs]
     ext = CUDAExtension(
         "medgrid._C",
         sources + cu_sources,
         define_macros=[("MEDGRID_WITH_CUDA", "1")],
-        extra_compile_args={"cxx": cxx, "nvcc": (["-O0", "-g"] if debug else ["-O3", "-lineinfo"])},
+        # --threads: nvcc compiles the targets in parallel (MAX_JOBS of them, or one per core)
+        extra_compile_args={"cxx": cxx, "nvcc": (["-O0", "-g"] if debug else ["-O3", "-lineinfo"])
+                            + ["--threads", os.environ.get("MAX_JOBS", "0")] + gencode},
         extra_link_args=link,
         py_limited_api=False,
     )
-    # after CUDA_HOME's folders, so a full toolkit wins and the wheels only fill the gaps
-    ext.include_dirs.extend(d for d in pip_includes if d not in ext.include_dirs)
+    # after CUDA_HOME's folders, so a full toolkit wins and the wheels only fill the gaps; conda-forge's CUDA
+    # packages keep their headers and libraries in CUDA_HOME/targets/<arch>-linux/ (CUDA_HOME is the env)
+    conda_targets = glob.glob(os.path.join(CUDA_HOME or "/nonexistent", "targets", "*-linux"))
+    ext.include_dirs.extend(d for d in pip_includes + [os.path.join(t, "include") for t in conda_targets]
+                            if os.path.isdir(d) and d not in ext.include_dirs)
+    ext.library_dirs.extend(d for d in (os.path.join(t, "lib") for t in conda_targets)
+                            if os.path.isdir(d) and d not in ext.library_dirs)
 
-    class BuildExtensionPipCuda(BuildExtension):
+    class BuildExtensionCuda(BuildExtension):
         """Links against a pip-wheel libcudart (only libcudart.so.N ships) via a libcudart.so symlink
-        made in the build-temp folder."""
+        made in the build-temp folder; a failed build says how to build without CUDA."""
 
         def build_extensions(self):
             for lib in pip_libs:
@@ -144,9 +171,14 @@ def get_extensions():
                     if link_dir not in e.library_dirs:
                         e.library_dirs.append(link_dir)
                 break
-            super().build_extensions()
+            try:
+                super().build_extensions()
+            except Exception:
+                print("medgrid: the CUDA build failed (see above); MEDGRID_NO_CUDA=1 builds the CPU kernels only",
+                      file=sys.stderr)
+                raise
 
-    return [ext], {"build_ext": BuildExtensionPipCuda}
+    return [ext], {"build_ext": BuildExtensionCuda}
 
 
 ext_modules, cmdclass = get_extensions()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run for a GPU machine (written for one H200; steps 1-5 under 6 minutes, step 6 at most 200 s):
-#   1. build medgrid._C with its CUDA kernels against the torch already installed there
+#   1. build medgrid._C with its CUDA kernels against the torch already installed there (medgrid's default GPU
+#      list unless TORCH_CUDA_ARCH_LIST is set), then `medgrid info --require-cuda`: fails when the library has
+#      no CUDA kernels or none that this GPU runs
 #   2. a compute-sanitizer memcheck of the kernels (skipped when the tool is missing)
 #   3. pytest tests/test_ops.py (the CUDA tests run when a GPU is visible)
 #   4. benchmarks/pgd_step.py --device cuda, float32 and bfloat16 (and the CPU kernel on all cores)
@@ -26,7 +28,6 @@ OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_sh.log") 2>&1
 export PYTHONUNBUFFERED=1
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}   # H100/H200; set e.g. "8.0;9.0" elsewhere
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export MEDGRID_FORCE_CUDA=1                                 # fail the build rather than fall back to CPU
 unset MEDGRID_NO_EXT MEDGRID_FUSED
@@ -39,7 +40,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 command -v nvcc && nvcc --version | tail -2
 
-step "1. build (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST, MAX_JOBS=$MAX_JOBS)"
+step "1. build (TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-unset: the default list}, MAX_JOBS=$MAX_JOBS)"
 # --no-deps/--no-index: the machine has no registry; medgrid's other dependencies are not
 # needed by the op, its tests or this benchmark.
 if ! timeout 240 $PY -m pip install -v --no-build-isolation --no-deps --no-index -e . >"$OUT/build.log" 2>&1; then
@@ -55,6 +56,8 @@ print('build_info:', info)
 assert info is not None and info['has_cuda'], 'medgrid._C was not built with CUDA kernels'
 assert o.fused_available('cuda'), 'no CUDA kernel registered for medgrid::pgd_step'
 " || fail "extension check"
+# what a job's log would say: versions, this GPU, the library's GPU code and which of it this GPU runs
+$PY -m medgrid info --require-cuda || fail "medgrid info --require-cuda (no CUDA kernels, or none for this GPU)"
 
 step "2. compute-sanitizer memcheck"
 if command -v compute-sanitizer >/dev/null; then

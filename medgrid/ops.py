@@ -29,7 +29,10 @@ non-contiguous or channels_last. The op has no autograd formula: call it on deta
 :func:`pgd_step_reference` is the specification the compiled kernels (``csrc/``) are tested
 against: L-inf is bit-exact, L2 agrees to float rounding (the reductions sum in another order).
 
-Environment: ``MEDGRID_FUSED=0`` forces the reference even when the extension is built.
+No silent slow path on a GPU: on a CUDA tensor without a CUDA kernel in the extension (a CPU-only build, or
+none) :func:`pgd_step` raises a one-line :class:`~medgrid.errors.UserError` naming the fix; on other devices
+it runs the reference with one RuntimeWarning per process. ``MEDGRID_FUSED=0`` in the environment chooses the
+reference everywhere, silently.
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ import warnings
 import torch
 from torch import Tensor
 
+from medgrid.errors import UserError
 from medgrid.names import ATTACK_NORMS
 
-__all__ = ["pgd_step", "pgd_step_reference", "fused_available", "build_info"]
+__all__ = ["build_info", "compiled_devices", "fused_available", "library_path", "missing_kernel", "pgd_step",
+           "pgd_step_reference", "plan"]
 
 try:  # loading the library registers torch.ops.medgrid.pgd_step and its kernels
     from medgrid import _C  # type: ignore[attr-defined]
@@ -81,23 +86,50 @@ def build_info() -> dict | None:
     return None if _C is None else dict(_C.build_info())
 
 
+def compiled_devices() -> frozenset:
+    """Device types the compiled op has kernels for: {"cpu"}, {"cpu", "cuda"}, or empty when it is not built."""
+    return _KERNEL_DEVICES
+
+
+def library_path() -> str | None:
+    """The file of the loaded extension (its GPU code is listed by :func:`medgrid.fatbin.targets`), or None."""
+    return None if _C is None else _C.__file__
+
+
+def missing_kernel(device_type: str) -> str:
+    """Why the op has no kernel for ``device_type`` and how to get one (one line)."""
+    if device_type != "cuda":
+        built = f"medgrid._C is not built ({_IMPORT_ERROR})" if _C is None else f"medgrid._C has no {device_type} kernel"
+        return f"{built}; reinstall with `pip install --no-build-isolation -e .` for the fused kernel"
+    built = f"medgrid._C is not built ({_IMPORT_ERROR})" if _C is None else "medgrid._C is a CPU-only build"
+    return (f"the fused PGD step has no CUDA kernel: {built}. Rebuild it where nvcc is found (`pip install "
+            "--no-build-isolation -e .`; with --use-conda, rules that request a GPU use envs/medgrid-gpu.yaml, "
+            "which does), check with `medgrid info`, or set MEDGRID_FUSED=0 to run the slower PyTorch reference")
+
+
+def plan(device_type: str) -> tuple[str, str]:
+    """What :func:`pgd_step` does on a device type, and why: ("fused", ""), ("reference", "MEDGRID_FUSED=0"),
+    ("reference", why: no kernel, one warning) or ("error", why: no CUDA kernel; it raises)."""
+    if os.environ.get("MEDGRID_FUSED", "1") == "0":
+        return "reference", "MEDGRID_FUSED=0"
+    if device_type in _KERNEL_DEVICES:
+        return "fused", ""
+    # GPU hours on the slow path only when asked for (MEDGRID_FUSED=0)
+    return ("error" if device_type == "cuda" else "reference"), missing_kernel(device_type)
+
+
 @torch.compiler.assume_constant_result
 def _use_fused(device_type: str) -> bool:
-    # Evaluated once per trace under torch.compile (reads the environment, may warn).
+    # Evaluated once per trace under torch.compile (reads the environment, may warn or raise).
     global _warned
-    if os.environ.get("MEDGRID_FUSED", "1") == "0":
-        return False
-    if device_type in _KERNEL_DEVICES:
-        return True
-    if not _warned:
+    choice, why = plan(device_type)
+    if choice == "error":
+        raise UserError(why)
+    if choice == "reference" and why != "MEDGRID_FUSED=0" and not _warned:
         _warned = True
-        why = ("the extension medgrid._C is not built (" + str(_IMPORT_ERROR) + ")"
-               if _C is None else f"the extension has no {device_type} kernel")
-        warnings.warn(
-            f"medgrid.ops.pgd_step: using the pure-PyTorch reference because {why}; "
-            "reinstall with `pip install --no-build-isolation -e .` for the fused kernel",
-            RuntimeWarning, stacklevel=3)
-    return False
+        warnings.warn(f"medgrid.ops.pgd_step: using the pure-PyTorch reference because {why}",
+                      RuntimeWarning, stacklevel=3)
+    return choice == "fused"
 
 
 def _check_args(x_adv: Tensor, grad: Tensor, x: Tensor, norm: str, eps: float, alpha: float) -> None:
@@ -161,7 +193,7 @@ def pgd_step(x_adv: Tensor, grad: Tensor, x: Tensor, *, norm: str, eps: float, a
              targeted: bool = False) -> Tensor:
     """Next PGD iterate (see the module docstring): the fused op when it is built for
     ``x_adv``'s device (and ``MEDGRID_FUSED`` is not ``0``), else :func:`pgd_step_reference`
-    (with one RuntimeWarning per process when the extension is missing)."""
+    (with one RuntimeWarning per process when the extension is missing; a UserError on a GPU)."""
     _check_args(x_adv, grad, x, norm, eps, alpha)
     if _use_fused(x_adv.device.type):
         return torch.ops.medgrid.pgd_step.default(x_adv, grad, x, norm, float(eps), float(alpha),

@@ -107,7 +107,7 @@ def test_layers_only_import_downwards():
 def test_the_workflow_vocabulary_is_plain_python():
     """common.smk imports these to build the DAG: they must not pull in torch, numpy, pandas or medmnist."""
     code = ("import sys\nimport medgrid.catalog, medgrid.constructions, medgrid.epsilon, medgrid.names, medgrid.errors, "
-            "medgrid.report.registry\nimport medgrid.train_method\n"
+            "medgrid.report.registry\nimport medgrid.train_method, medgrid.build_config, medgrid.config\n"
             "print('HEAVY', sorted(m for m in ('torch', 'numpy', 'pandas', 'medmnist', 'altair') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

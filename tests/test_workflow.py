@@ -704,9 +704,11 @@ def rule_envs() -> dict[str, Path]:
             m = re.match(r"rule (\S+):", block)
             if not m or m.group(1) == "all":
                 continue
-            env = re.search(r"^    conda:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
+            env = re.search(r"^    conda:\s*\n\s+(?:\"([^\"]+)\"|medgrid_env\()", block, flags=re.M)
             assert env, f"rule {m.group(1)} in {smk.name} has no conda: directive"
-            envs[m.group(1)] = (smk.parent / env.group(1)).resolve()
+            # medgrid_env(): envs/medgrid.yaml, or for jobs that request a GPU envs/medgrid-gpu.yaml, which names
+            # everything medgrid.yaml does (tests/test_gpu_env.py)
+            envs[m.group(1)] = (smk.parent / (env.group(1) or "../../envs/medgrid.yaml")).resolve()
     return envs
 
 
@@ -801,3 +803,14 @@ def test_env_files_parse_and_name_what_their_rules_import(tiny_run):
                                 f"not named in {envs[job.rule].name} nor required by what it names")
     assert {"prepare_data", "train", "evaluate", "aggregate"} <= checked, checked
     assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_computing_jobs_logs_start_with_what_they_ran_on(tiny_run):
+    """Every train and evaluate job's log opens with `medgrid info`'s short report (the rules' commands are
+    unchanged: the commands print it when they pick their device)."""
+    listing = dry_run(tiny_run, "--forceall")
+    logs = [tiny_run / job.log[0] for job in listing if job.rule in ("train", "evaluate") and job.log]
+    assert logs
+    for log in logs:
+        first = log.read_text(errors="replace").splitlines()[0]
+        assert first.startswith("medgrid info: medgrid "), (log, first)

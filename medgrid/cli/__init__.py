@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "the headline table: per task, one row per training setting, intervals over seeds (CSV, LaTeX, HTML)"),
     "saliency": ("medgrid.cli.saliency",
                  "input-gradient figure of standard vs robust checkpoints on a few test images"),
+    "info": ("medgrid.cli.info",
+             "what a job here runs on: torch, CUDA, GPUs, the compiled kernels and their GPU code, the device"),
 }
 DESCRIPTION = "medgrid: the robustness-accuracy trade-off of medical image classifiers, measured as one grid."
 

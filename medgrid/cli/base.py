@@ -45,7 +45,7 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def pick_device(name: str) -> str:
+def resolve_device(name: str) -> str:
     """"auto" -> cuda when torch sees a GPU, else cpu; "cuda" without a GPU is a user error."""
     import torch
 
@@ -54,6 +54,27 @@ def pick_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but torch sees no GPU")
     return name
+
+
+def pick_device(name: str) -> str:
+    """The device of a computing command (:func:`resolve_device`), announced at the top of its log with what
+    it runs on (``medgrid info``'s report, once per process): a GPU job on a CPU-only build shows."""
+    device = resolve_device(name)
+    log_runtime(device)
+    return device
+
+
+_logged = False
+
+
+def log_runtime(device: str) -> None:
+    """Print ``medgrid info``'s short report (versions, GPUs, the extension's kernels) once per process."""
+    global _logged
+    if not _logged:
+        _logged = True
+        from medgrid.cli import runtime
+
+        print(runtime.header(device), flush=True)
 
 
 def check_writable(*paths: Path | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medgrid.cli.base import check_writable, set_threads
+from medgrid.cli.base import check_writable, log_runtime, set_threads
 from medgrid.names import ATTACK_NORMS
 from medgrid.ranges import arg
 
@@ -32,6 +32,7 @@ def run(args) -> None:
     eps = epsilon.parse(args.attack_eps) if args.attack_eps is not None else None
     check_writable(args.out)
     set_threads(args.threads)
+    log_runtime("cpu")
     path = saliency.saliency_figure(args.checkpoint, args.data, args.out, n=args.n,
                                     attack_norm=args.attack_norm, attack_eps=eps, attack_steps=args.attack_steps,
                                     seed=args.seed, dpi=args.dpi)

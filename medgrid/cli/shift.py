@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medgrid.cli.base import at_least, check_writable, set_threads
+from medgrid.cli.base import at_least, check_writable, log_runtime, set_threads
 from medgrid.errors import UserError
 from medgrid.names import CORRUPT_AT, SEVERITIES, SHIFT_SOURCES, UPSAMPLING
 from medgrid.ranges import arg
@@ -68,6 +68,7 @@ def run_prepare(args) -> None:
                         f"corruption from its file name)")
     check_writable(args.out)
     set_threads(at_least(args.threads, 1, "--threads"))  # torchvision's gaussian_blur runs on torch threads
+    log_runtime("cpu")
     path = shift_sets.prepare(args.task, args.size, args.data, args.out, corruption=args.corruption,
                               source=args.source, corrupt_at=args.corrupt_at, corruption_seed=args.corruption_seed,
                               data_seed=args.data_seed, upsample=args.upsample, clean_224=args.clean_224,

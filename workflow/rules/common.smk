@@ -11,12 +11,15 @@ torch, numpy or medmnist), never copied here.
 
 import itertools
 import math
+import os
 import re
 import sys
 
+import yaml
+
 sys.path.insert(0, workflow.basedir)  # this repository's medgrid, installed or not
 import yaml
-from medgrid import catalog, constructions, epsilon, names, train_method
+from medgrid import build_config, catalog, constructions, epsilon, names, train_method
 from medgrid.config import unknown_keys, warmup_errors
 from medgrid.errors import UserError
 from medgrid.report import registry
@@ -351,6 +354,62 @@ def threads_for(rule):
 def resource(rule, key):
     """mem_mb, runtime (minutes) or gpu of a rule: config resources.<rule>, else resources.default."""
     return _rule_setting(rule, key)
+
+
+# ----------------------------------------------------------------------------- conda environments
+# With --use-conda the rules that run medgrid's models use envs/medgrid.yaml, or envs/medgrid-gpu.yaml when
+# their jobs request a GPU: a CUDA build of pytorch and the CUDA compiler, so that the environment's
+# post-deploy script builds medgrid._C with its CUDA kernels wherever Snakemake creates it (a cluster's login
+# node has no GPU and needs none for this). README, "On GPUs and clusters".
+MEDGRID_ENV = "../../envs/medgrid.yaml"
+MEDGRID_GPU_ENV = "../../envs/medgrid-gpu.yaml"
+
+
+def gpu_env_cuda():
+    """The CUDA version envs/medgrid-gpu.yaml pins (its cuda-version), read from the file."""
+    with open(os.path.join(workflow.basedir, "envs", "medgrid-gpu.yaml")) as fh:
+        for dep in yaml.safe_load(fh)["dependencies"]:
+            if isinstance(dep, str) and dep.split()[0] == "cuda-version":
+                return dep.split()[1].lstrip("=")
+    raise ValueError("envs/medgrid-gpu.yaml pins no cuda-version")
+
+
+def requested_gpus(rule, resource_key=None):
+    """GPUs a rule's jobs request: --set-resources RULE:gpu=N (also from a profile's set-resources), else
+    config resources.<resource_key or rule>.gpu. An override that is an expression counts as the config's.
+    """
+    overrides = getattr(workflow.resource_settings, "overwrite_resources", None) or {}
+    given = overrides.get(rule, {}).get("gpu")
+    given = getattr(given, "value", given)
+    if isinstance(given, int):
+        return given
+    return int(resource(resource_key or rule, "gpu"))
+
+
+GPU_ENV_RULES = set()
+
+
+def medgrid_env(rule, resource_key=None):
+    """The conda env file of a rule that runs medgrid's models (relative to the rule files)."""
+    if requested_gpus(rule, resource_key) > 0:
+        GPU_ENV_RULES.add(rule)
+        return MEDGRID_GPU_ENV
+    return MEDGRID_ENV
+
+
+def set_conda_cuda_override():
+    """conda solves a CUDA build of pytorch only where it sees a CUDA driver (its __cuda virtual package). On a
+    machine without one (a login node) CONDA_OVERRIDE_CUDA is set to the env's CUDA version, unless the user
+    has set it (medgrid.build_config.conda_cuda_override), with one line saying so."""
+    uses_conda = "conda" in str(workflow.deployment_settings.deployment_method).lower()
+    if GPU_ENV_RULES and uses_conda:
+        release = build_config.conda_cuda_override(gpu_env_cuda())
+        if release:
+            print(
+                f"medgrid: rules {', '.join(sorted(GPU_ENV_RULES))} request a GPU and use envs/medgrid-gpu.yaml; "
+                f"no NVIDIA driver here, so CONDA_OVERRIDE_CUDA={release} for conda to solve its CUDA build",
+                file=sys.stderr,
+            )
 
 
 # ----------------------------------------------------------------------------- memory of the data

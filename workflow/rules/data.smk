@@ -11,7 +11,7 @@ rule prepare_data:
     benchmark:
         "logs/data/{dataset}.benchmark.tsv"
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("prepare_data")
     threads: threads_for("prepare_data")
     resources:
         mem_mb=mem_mb("prepare_data", prepared_splits),

@@ -11,7 +11,7 @@ rule evaluate:
     benchmark:
         "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/evaluate.benchmark.tsv"
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("evaluate")
     threads: threads_for("evaluate")
     resources:
         mem_mb=mem_mb("evaluate", ("test",)),

@@ -31,7 +31,7 @@ rule features_nonrobust:
     wildcard_constraints:
         nonrobust=_alternatives(NONROBUST_SETS),
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("features_nonrobust", "features")
     threads: threads_for("features")
     resources:
         mem_mb=mem_mb("features", names.SPLITS + ("train",)),
@@ -61,7 +61,7 @@ rule features_robust:
     benchmark:
         "logs/{task}/{size}/{arch}/{norm}-{eps}/seed{seed}/features-drobust.benchmark.tsv"
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("features_robust", "features")
     threads: threads_for("features")
     resources:
         mem_mb=mem_mb("features", names.SPLITS + ("train",)),
@@ -90,7 +90,7 @@ rule train_features:
     wildcard_constraints:
         fset=_alternatives(FEATURE_SETS),
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("train_features", "train")
     threads: threads_for("train")
     resources:
         mem_mb=mem_mb("train", ("train", "val")),
@@ -122,7 +122,7 @@ rule evaluate_features:
     wildcard_constraints:
         fset=_alternatives(FEATURE_SETS),
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("evaluate_features", "evaluate")
     threads: threads_for("evaluate")
     resources:
         mem_mb=mem_mb("evaluate", ("test",)),

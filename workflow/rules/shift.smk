@@ -40,7 +40,7 @@ rule shift_source_224:
     benchmark:
         "logs/shift/source/{task}_224.benchmark.tsv"
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("shift_source_224", "prepare_data")
     threads: threads_for("prepare_data")
     resources:
         mem_mb=mem_mb("prepare_data", prepared_splits, size=224),

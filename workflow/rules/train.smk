@@ -12,7 +12,7 @@ rule train:
     benchmark:
         "logs/{task}/{size}/{arch}/{method}{norm}-{eps}/seed{seed}/train.benchmark.tsv"
     conda:
-        "../../envs/medgrid.yaml"
+        medgrid_env("train")
     threads: threads_for("train")
     resources:
         mem_mb=mem_mb("train", ("train", "val")),
