@@ -70,12 +70,17 @@ RANGES: dict[str, Range] = {
     "stop_train_acc": Range(float, 0, 1, exclusive_minimum=True),
     "eps_warmup_epochs": Range(int, 0),
     "seed": SEED,
+    "model_seed": SEED,
     "data_seed": SEED,
+    "n_train": COUNT,  # synthetic tasks' split sizes
+    "n_val": COUNT,
+    "n_test": COUNT,
     "corruption_seed": SEED,
     # evaluation
     "restarts": COUNT,
     "strong_iterations": COUNT,
     "strong_samples": COUNT,
+    "strong_square_queries": COUNT,
     "apgd_targets": COUNT,
     "sanity_samples": COUNT,
     "sanity_tolerance": FRACTION_OPEN,

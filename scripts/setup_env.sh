@@ -4,6 +4,7 @@
 #   MEDGRID_VENV=path        where the virtualenv lives (default .venv)
 #   MEDGRID_TORCH="..."      pip requirement(s) for torch (default: torch==2.14.1 torchvision==0.29.1)
 #   MEDGRID_APT=0            do not apt-get system packages (ImageMagick for medmnistc, pdflatex for the tests)
+#   MEDGRID_TEX=1            also install pdflatex (scripts/test.sh sets it: only a test compiles the LaTeX table)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=${MEDGRID_VENV:-.venv}
@@ -15,7 +16,7 @@ if [ "${MEDGRID_APT:-1}" = "1" ] && command -v apt-get >/dev/null && [ "$(id -u)
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmagickwand-dev >/dev/null
     fi
-    if ! command -v pdflatex >/dev/null; then
+    if [ "${MEDGRID_TEX:-0}" = "1" ] && ! command -v pdflatex >/dev/null; then
         # about 45 s with apt-get update (measured): the headline table's LaTeX is compiled in the tests
         echo "== apt-get install texlive-latex-recommended (pdflatex and booktabs for the headline table)"
         apt-get update -qq

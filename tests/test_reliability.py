@@ -123,3 +123,83 @@ def test_a_killed_runs_temp_file_is_removed_by_the_next_run(tmp_path):
     with atomic.atomic_output(out) as tmp:
         tmp.write_text("x")
     assert out.read_text() == "x" and not leftover.exists() and other.exists()
+
+
+# ------------------------------------------------------------------ the training and evaluation commands
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small synthetic task (its own file name) and a standard cnn-small trained one epoch on it."""
+    from medgrid.data import prepare, tasks
+
+    d = tmp_path_factory.mktemp("tiny")
+    data = tasks.npz_path(d, "synthetic", 28)
+    prepare.prepare("synthetic", 28, data, data_seed=0, n_train=256, n_val=64, n_test=64)
+    model = d / "model.pt"
+    assert cli.main([str(a) for a in ("train", "--task", "synthetic", "--arch", "cnn-small", "--norm", "none",
+                                      "--data", data, "--out", model, "--epochs", "1", "--batch-size", "64",
+                                      "--threads", "1")]) == 0
+    return data, model
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "nan"), ("--weight-decay", "nan"), ("--lr", "inf"),
+                                        ("--stop-train-acc", "5"), ("--stop-train-acc", "-1"),
+                                        ("--momentum", "-1"), ("--attack-step-size", "-1"), ("--batch-size", "0")])
+def test_train_refuses_nonsense_numbers_before_the_data(tmp_path, capsys, flag, value):
+    out = tmp_path / "m.pt"
+    err = one_line_error(capsys, "train", "--task", "synthetic", "--arch", "cnn-small", "--norm", "linf", "--eps",
+                         "2/255", "--data", tmp_path / "missing.npz", "--out", out, flag, value)
+    assert flag in err and "must be" in err and not out.exists()
+
+
+def test_training_that_diverges_stops_without_a_checkpoint(tiny, tmp_path, capsys):
+    data, _ = tiny
+    out = tmp_path / "m.pt"
+    err = one_line_error(capsys, "train", "--task", "synthetic", "--arch", "cnn-small", "--norm", "none", "--data",
+                         data, "--out", out, "--epochs", "2", "--batch-size", "64", "--lr", "1e30", "--threads", "1")
+    assert "training diverged" in err and "no checkpoint written" in err
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("flag,value", [("--batch-size", "-1"), ("--batch-size", "0"), ("--strong-iterations", "0"),
+                                        ("--sanity-tolerance", "1"), ("--square-queries", "0")])
+def test_evaluate_refuses_nonsense_numbers(tiny, tmp_path, capsys, flag, value):
+    data, model = tiny
+    out = tmp_path / "e.parquet"
+    err = one_line_error(capsys, "evaluate", "--checkpoint", model, "--data", data, "--out", out, flag, value)
+    assert flag in err and not out.exists()
+
+
+def test_evaluate_refuses_another_tasks_file_and_warns_of_other_data(tiny, tmp_path, capsys):
+    data, model = tiny
+    other = tmp_path / "breastmnist.npz"
+    other.write_bytes(data.read_bytes())
+    err = one_line_error(capsys, "evaluate", "--checkpoint", model, "--data", other, "--out", tmp_path / "e.parquet")
+    assert "breastmnist's data, not synthetic's" in err
+    from medgrid.data import prepare, tasks
+
+    (tmp_path / "again").mkdir()
+    regenerated = tasks.npz_path(tmp_path / "again", "synthetic", 28)
+    prepare.prepare("synthetic", 28, regenerated, data_seed=1, n_train=256, n_val=64, n_test=64)
+    assert cli.main(["evaluate", "--checkpoint", str(model), "--data", str(regenerated), "--out",
+                     str(tmp_path / "e.parquet"), "--threads", "1"]) == 0
+    assert "differs from the data" in capsys.readouterr().err
+
+
+def test_failed_masking_checks_are_warning_lines():
+    import pandas as pd
+
+    from medgrid import results
+    from medgrid.evaluation import sanity
+
+    cell = results.cell_columns(SETTINGS)
+    rows = []
+    for check, measured, passed in (("black_box", 0.03, False), ("monotone", 0.0, True)):
+        common = dict(eval_kind="sanity", eval_norm="linf", eval_eps=4 / 255, n=100)
+        rows += [results.make_row(cell, metric=check, value=float(passed), **common),
+                 results.make_row(cell, metric=sanity.MEASURED[check], value=measured, **common)]
+    lines = sanity.check_messages(pd.DataFrame(rows))
+    assert lines == ["gradient-masking check black_box failed at linf eps 0.01569: Square broke 3.0% of the "
+                     "samples that no white-box attack broke (100 samples); robust accuracy may be overstated "
+                     "(docs/evaluation.md)"]

@@ -287,7 +287,8 @@ def test_demo_config_dag(tmp_path):
     adv = cmds["results/synthetic/28/cnn-small/linf-2o255/seed0/model.pt"]
     assert "--stop-train-acc 0.995" in std and "--attack-steps" not in std
     assert "--eps 2/255" in adv and "--attack-steps 5" in adv
-    assert all("--source" not in j.shell and "--data-seed 0" in j.shell for j in rules["prepare_data"])
+    assert all("--source" not in j.shell and "--data-seed 0 --n-train 2000 --n-val 500 --n-test 500" in j.shell
+               for j in rules["prepare_data"])
     # rules pass files: no command is given a folder of data to find its file in
     assert not [j.shell for j in jobs if "--data-dir" in j.shell or "dirname" in j.shell]
     for job in rules["train"] + rules["evaluate"] + rules["shift_evaluate"] + rules["features_nonrobust"]:

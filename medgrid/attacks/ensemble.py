@@ -17,9 +17,11 @@ passes (``queries``) of Square.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from medgrid import epsilon, seeding
 from medgrid.attacks.adaptive import SCHEDULES, Schedule
@@ -89,7 +91,10 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
     pred = {(r.eps, k): torch.empty(n, dtype=torch.long, device=device) for r in pgd for k in kinds}
     broken = {(r.eps, k): torch.empty(n, dtype=torch.bool, device=device) for r in pgd for k in kinds}
     cost = {(r.eps, k): 0 for r in pgd for k in kinds}
-    with eval_mode(model):
+    # progress on a terminal only (disable=None), never in a log file
+    bar = tqdm(total=math.ceil(n / batch_size) * len(pgd) * len(stages), desc=f"strong {norm}", leave=False,
+               mininterval=1.0, disable=None)
+    with eval_mode(model), bar:
         for batch, start in enumerate(range(0, n, batch_size)):
             sl = slice(start, start + batch_size)
             xb, yb = take_float(x, sl, device), y[sl]
@@ -102,6 +107,8 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
                 pred[(r.eps, "pgd")][sl], broken[(r.eps, "pgd")][sl] = outcome.snapshot()
                 key = (batch, epsilon.key(r.eps))
                 for stage in stages:
+                    bar.set_postfix_str(f"{stage.kind} eps {r.eps:.4g}", refresh=False)
+                    bar.update()
                     cost[(r.eps, stage.kind)] += _run_stage(model, xb, outcome, stage, ranked, norm, r.eps, budget,
                                                             schedule, seed, key)
                     pred[(r.eps, stage.kind)][sl], broken[(r.eps, stage.kind)][sl] = outcome.snapshot()

@@ -9,9 +9,11 @@ forward+backward passes changes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from medgrid import epsilon, seeding
 from medgrid.attacks.pgd import Outcome, run_restart
@@ -50,7 +52,10 @@ def robust_predictions(model, x, y, *, norm: str, eps_list, steps: int = 20, res
     n, device = x.shape[0], y.device
     preds = {e: torch.empty(n, dtype=torch.long, device=device) for e in eps_sorted}
     evals = {e: 0 for e in eps_sorted}
-    with eval_mode(model), torch.enable_grad():
+    # progress on a terminal only (disable=None), never in a log file
+    bar = tqdm(total=math.ceil(n / batch_size) * len(eps_sorted), desc=f"PGD-{steps} {norm}", leave=False,
+               mininterval=1.0, disable=None)
+    with eval_mode(model), torch.enable_grad(), bar:
         for batch, start in enumerate(range(0, n, batch_size)):
             sl = slice(start, start + batch_size)
             xb, yb = take_float(x, sl, device), y[sl]
@@ -58,6 +63,8 @@ def robust_predictions(model, x, y, *, norm: str, eps_list, steps: int = 20, res
                 outcome = Outcome(model(xb).argmax(1), yb)
             everyone = torch.arange(xb.shape[0], device=device)
             for eps in eps_sorted:
+                bar.set_postfix_str(f"eps {eps:.4g}", refresh=False)
+                bar.update()
                 alpha = default_alpha(eps, steps)
                 for r in range(restarts):
                     x_start = random_start(xb, norm, eps, start_generator(seed, batch, eps, r, device))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from medgrid.errors import UserError
@@ -75,6 +76,15 @@ def log_runtime(device: str) -> None:
         from medgrid.cli import runtime
 
         print(runtime.header(device), flush=True)
+
+
+def warn_if_other_data(ds, settings, checkpoint) -> None:
+    """A warning line when the task's data file is not the one a model trained on the task's data saw (its
+    sha256 differs): another download, another prepare-data seed, an edited file."""
+    if settings.get("train_data", "original") == "original" and settings.get("data_sha256") \
+            and settings["data_sha256"] != ds.sha256:
+        print(f"medgrid: warning: {ds.path} differs from the data {checkpoint} was trained on "
+              f"(sha256 {ds.sha256[:12]} != {settings['data_sha256'][:12]})", file=sys.stderr)
 
 
 def check_writable(*paths: Path | None) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
+from medgrid.cli.base import add_data_options, check_writable, pick_device, set_threads, warn_if_other_data
 from medgrid.errors import UserError
 from medgrid.names import ATTACK_NORMS, STRONG_ATTACKS, STRONG_SCHEDULES
+from medgrid.ranges import arg
 
 
 def add_arguments(p) -> None:
@@ -15,9 +16,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, required=True, help="tidy table (.parquet)")
     p.add_argument("--attack-norm", action="append", help="linf or l2; repeat with --attack-eps for several norms")
     p.add_argument("--attack-eps", action="append", help="comma-separated epsilons, e.g. 1/255,2/255,4/255")
-    p.add_argument("--attack-steps", type=int, default=20)
-    p.add_argument("--restarts", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--attack-steps", type=arg("attack_steps"), default=20)
+    p.add_argument("--restarts", type=arg("restarts"), default=1)
+    p.add_argument("--batch-size", type=arg("batch_size"), default=500)
     p.add_argument("--no-skip", action="store_true",
                    help="attack every sample at every epsilon (slower; same results; for checking)")
     p.add_argument("--csv", action="store_true", help="also write a CSV beside the Parquet table")
@@ -35,21 +36,21 @@ def add_arguments(p) -> None:
     g.add_argument("--strong-schedule", choices=STRONG_SCHEDULES, default="adaptive",
                    help="adaptive: per-sample early stop (about a quarter of the cost); full: every iteration "
                         "and query of every attack on every sample it attacks (AutoAttack's)")
-    g.add_argument("--strong-square-queries", type=int, default=5000, help="query budget of the Square attack stage")
+    g.add_argument("--strong-square-queries", type=arg("strong_square_queries"), default=5000, help="query budget of the Square attack stage")
     g.add_argument("--strong-norm", action="append", help="restrict it to these epsilons of the PGD grid: linf or "
                                                           "l2, each followed by --strong-eps")
     g.add_argument("--strong-eps", action="append", help="comma-separated epsilons (default: every PGD epsilon)")
-    g.add_argument("--strong-iterations", type=int, default=100, help="APGD iterations per run")
-    g.add_argument("--strong-samples", type=int, default=None,
+    g.add_argument("--strong-iterations", type=arg("strong_iterations"), default=100, help="APGD iterations per run")
+    g.add_argument("--strong-samples", type=arg("strong_samples"), default=None,
                    help="attack a seeded random subset of this many test images (default: all)")
-    g.add_argument("--apgd-targets", type=int, default=9, help="APGD-T target classes (at most n_classes - 1)")
+    g.add_argument("--apgd-targets", type=arg("apgd_targets"), default=9, help="APGD-T target classes (at most n_classes - 1)")
     g = p.add_argument_group("gradient-masking checks (rows sanity, square, transfer; need --strong)")
     g.add_argument("--sanity", action="store_true", help="run them")
-    g.add_argument("--sanity-samples", type=int, default=200, help="test images of the checks")
-    g.add_argument("--sanity-tolerance", type=float, default=0.02, help="accuracy a check may miss by")
-    g.add_argument("--square-queries", type=int, default=1000,
+    g.add_argument("--sanity-samples", type=arg("sanity_samples"), default=200, help="test images of the checks")
+    g.add_argument("--sanity-tolerance", type=arg("sanity_tolerance"), default=0.02, help="accuracy a check may miss by")
+    g.add_argument("--square-queries", type=arg("square_queries"), default=1000,
                    help="query budget of the black-box check's Square attack (when the ensemble has no Square stage)")
-    g.add_argument("--square-samples", type=int, default=100, help="test images the black-box check's Square attacks")
+    g.add_argument("--square-samples", type=arg("square_samples"), default=100, help="test images the black-box check's Square attacks")
     g.add_argument("--transfer-from", type=Path, default=None,
                    help="standard checkpoint of the same task whose PGD examples the transfer check uses")
     add_data_options(p, data_help="the npz file of the model's task (its test split is evaluated, whatever data "
@@ -73,8 +74,6 @@ def attack_grid(norms, eps_lists, what: str = "attack") -> dict[str, list[float]
 
 def run(args) -> None:
     grid = attack_grid(args.attack_norm, args.attack_eps)
-    at_least(args.attack_steps, 1, "--attack-steps")
-    at_least(args.restarts, 1, "--restarts")
     if args.no_clean and not grid and not args.shift_sets:
         raise UserError("nothing to evaluate: --no-clean without --attack-norm/--attack-eps or --shift-sets")
     strong, sanity = _strong_settings(args), _sanity_settings(args)
@@ -101,13 +100,16 @@ def run(args) -> None:
     ds = loading.load(settings["task"], settings["size"], args.data, device=device, splits=("test",),
                       data_on=args.data_on)
     print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
+    warn_if_other_data(ds, settings, args.checkpoint)
     table = evaluate.evaluate(model, settings, ds, attacks_by_norm=grid, steps=args.attack_steps,
                               restarts=args.restarts, skip=not args.no_skip, batch_size=args.batch_size,
                               clean=not args.no_clean, shift_sets=set_files(args.shift_sets or []),
                               strong=strong, sanity=sanity, source_model=source, data_on=args.data_on)
     results.write_table(table, args.out, csv=args.csv)
     print(table[table.metric != "grad_evals"].to_string(index=False, max_rows=40))
-    for warning in health.table_messages(table):
+    from medgrid.evaluation.sanity import check_messages
+
+    for warning in health.table_messages(table) + check_messages(table):
         print(f"medgrid: warning: {warning}", file=sys.stderr)
 
 
@@ -127,12 +129,11 @@ def _strong_settings(args):
         if bad or not attacks or len(set(attacks)) != len(attacks):
             raise UserError(f"--strong-attacks {args.strong_attacks!r}: give each of {', '.join(STRONG_ATTACKS)} at "
                             "most once, at least one")
-    return StrongSettings(eps=eps, iterations=at_least(args.strong_iterations, 1, "--strong-iterations"),
-                          samples=None if args.strong_samples is None else at_least(args.strong_samples, 1,
-                                                                                    "--strong-samples"),
-                          targets=at_least(args.apgd_targets, 1, "--apgd-targets"), batch_size=args.batch_size,
+    return StrongSettings(eps=eps, iterations=args.strong_iterations,
+                          samples=None if args.strong_samples is None else args.strong_samples,
+                          targets=args.apgd_targets, batch_size=args.batch_size,
                           attacks=attacks, schedule=args.strong_schedule,
-                          square_queries=at_least(args.strong_square_queries, 1, "--strong-square-queries"))
+                          square_queries=args.strong_square_queries)
 
 
 def _sanity_settings(args):
@@ -143,10 +144,8 @@ def _sanity_settings(args):
         return None
     from medgrid.evaluation.sanity import SanitySettings
 
-    if not 0 <= args.sanity_tolerance < 1:
-        raise UserError(f"--sanity-tolerance must be in [0, 1), got {args.sanity_tolerance}")
-    return SanitySettings(samples=at_least(args.sanity_samples, 1, "--sanity-samples"),
+    return SanitySettings(samples=args.sanity_samples,
                           tolerance=args.sanity_tolerance,
-                          square_queries=at_least(args.square_queries, 1, "--square-queries"),
-                          square_samples=at_least(args.square_samples, 1, "--square-samples"),
+                          square_queries=args.square_queries,
+                          square_samples=args.square_samples,
                           steps=args.attack_steps, batch_size=args.batch_size)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from medgrid.cli.base import (
     add_data_options,
-    at_least,
     check_writable,
     pick_device,
     set_threads,
+    warn_if_other_data,
 )
 from medgrid.errors import UserError
 from medgrid.names import ATTACK_NORMS, NO_CONSTRUCTION, NONROBUST_MODES, RAND_TARGETS, ROBUST_INITS
+from medgrid.ranges import arg
 
 
 def _common(q, *, robust_source: bool) -> None:
     q.add_argument("--checkpoint", type=Path, required=True,
                    help="source model: " + ("adversarially trained" if robust_source else "standard (norm none)"))
     q.add_argument("--out", type=Path, required=True, help="MedMNIST-format npz to write")
-    q.add_argument("--seed", type=int, default=None, help="seed of targets/starts (default: the checkpoint's)")
-    q.add_argument("--batch-size", type=int, default=500)
+    q.add_argument("--seed", type=arg("seed"), default=None, help="seed of targets/starts (default: the checkpoint's)")
+    q.add_argument("--batch-size", type=arg("batch_size"), default=500)
     q.add_argument("--allow-any-source", action="store_true",
                    help="accept a source model of the other kind (or trained on a constructed dataset)")
     add_data_options(q, data_help="the npz file of the source model's task (its training split is attacked; val and "
@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
     q.add_argument("--norm", choices=ATTACK_NORMS, default="l2")
     q.add_argument("--eps", default="0.5", help="attack radius, e.g. 0.5 (l2) or 8/255 (linf)")
     q.add_argument("--step-size", default="0.1", help="PGD step, e.g. 0.1 (l2) or 1/255 (linf)")
-    q.add_argument("--steps", type=int, default=100)
+    q.add_argument("--steps", type=arg("steps"), default=100)
     q.add_argument("--random-start", action="store_true", help="start from a random point of the eps-ball")
     q.set_defaults(run=run_nonrobust)
 
@@ -49,7 +49,7 @@ def add_arguments(p) -> None:
     _common(q, robust_source=True)
     q.add_argument("--table", type=Path, default=None,
                    help="optional tidy table: source model accuracy on D_R, representation distance")
-    q.add_argument("--steps", type=int, default=1000)
+    q.add_argument("--steps", type=arg("steps"), default=1000)
     q.add_argument("--step-size", default="0.1", help="length of each L2-normalised step")
     q.add_argument("--init", choices=ROBUST_INITS, default="other",
                    help="start from another training image (seeded permutation) or uniform noise")
@@ -63,7 +63,7 @@ def add_arguments(p) -> None:
     q.add_argument("--checkpoint", type=Path, required=True,
                    help="the standard model the dataset was made from (only its settings are read)")
     q.add_argument("--data", type=Path, required=True, metavar="FILE", help="the synthetic task's npz file")
-    q.add_argument("--data-seed", type=int, required=True, help="the seed the synthetic task was generated with")
+    q.add_argument("--data-seed", type=arg("data_seed"), required=True, help="the seed the synthetic task was generated with")
     q.add_argument("--out", type=Path, required=True, help="tidy table (.parquet)")
     q.set_defaults(run=run_alignment)
 
@@ -102,9 +102,7 @@ def _load_source(args, *, want_robust: bool):
                         f"original data (pass --allow-any-source to use it anyway)")
     ds = loading.load(settings["task"], settings["size"], args.data, device=device, data_on=args.data_on)
     print(placement.describe(ds.data_on, ds.nbytes, device, args.data_on), flush=True)
-    if settings.get("data_sha256") and settings["data_sha256"] != ds.sha256:
-        print(f"medgrid: warning: {ds.path} differs from the data {args.checkpoint} was trained on "
-              f"(sha256 {ds.sha256[:12]} != {settings['data_sha256'][:12]})", file=sys.stderr)
+    warn_if_other_data(ds, settings, args.checkpoint)
     seed = int(settings["seed"]) if args.seed is None else args.seed
     return model, settings, ds, seed
 
@@ -129,8 +127,6 @@ def run_nonrobust(args) -> None:
     eps = epsilon.parse(args.eps)
     if eps == 0:
         raise UserError("--eps must be > 0")
-    at_least(args.steps, 1, "--steps")
-    at_least(args.batch_size, 1, "--batch-size")
     step_size = _step_size(args.step_size)
     setting = constructions.token(args.norm, eps, step_size, args.steps)
     model, settings, ds, seed = _load_source(args, want_robust=False)
@@ -152,8 +148,6 @@ def run_nonrobust(args) -> None:
 def run_robust(args) -> None:
     from medgrid.features import dataset, robust
 
-    at_least(args.steps, 1, "--steps")
-    at_least(args.batch_size, 1, "--batch-size")
     step_size = _step_size(args.step_size)
     model, settings, ds, seed = _load_source(args, want_robust=True)
     images, labels, stats = robust.robust(model, ds.train, steps=args.steps, step_size=step_size, init=args.init,

@@ -16,13 +16,22 @@ def add_arguments(p) -> None:
     p.add_argument("--source", type=Path, default=None, metavar="FILE",
                    help="an already-downloaded MedMNIST file to copy (only read, never written)")
     p.add_argument("--no-download", action="store_true", help="fail with the fetch command instead of downloading")
+    for split, default in (("train", 4000), ("val", 500), ("test", 1000)):
+        p.add_argument(f"--n-{split}", type=arg(f"n_{split}"), default=None,
+                       help=f"synthetic tasks: images in the {split} split (default {default})")
 
 
 def run(args) -> None:
     from medgrid.cli.base import check_writable
     from medgrid.data import prepare
 
+    from medgrid.errors import UserError
+    from medgrid.names import SYNTHETIC_TASKS
+
+    sizes = {k: getattr(args, k) for k in ("n_train", "n_val", "n_test") if getattr(args, k) is not None}
+    if sizes and args.task not in SYNTHETIC_TASKS:
+        raise UserError(f"--n-train / --n-val / --n-test size the generated synthetic tasks, not {args.task}")
     check_writable(args.out)
     path = prepare.prepare(args.task, args.size, args.out, data_seed=args.data_seed, download=not args.no_download,
-                           source=args.source)
+                           source=args.source, **sizes)
     print(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medgrid.cli.base import add_data_options, at_least, check_writable, pick_device, set_threads
+from medgrid.cli.base import add_data_options, check_writable, pick_device, set_threads
 from medgrid.errors import UserError
 from medgrid.names import (
     ARCHS,
@@ -22,6 +22,7 @@ from medgrid.names import (
     TRAIN_METHODS,
     TRAIN_NORMS,
 )
+from medgrid.ranges import arg
 
 METHOD_HELP = {
     "pgd": "PGD-AT (Madry et al. 2018): cross-entropy on PGD examples",
@@ -38,35 +39,35 @@ def add_arguments(p) -> None:
     p.add_argument("--arch", required=True)
     p.add_argument("--norm", required=True, choices=TRAIN_NORMS)
     p.add_argument("--eps", default="0", help="training epsilon, e.g. 2/255 or 0.5")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg("seed"), default=0)
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.pt)")
     p.add_argument("--train-data", default="original", metavar="DATA",
                    help=f"what --data holds: {', '.join(TRAIN_DATA)}, or the name of one setting of an attack "
                         "sweep's D_rand / D_det (e.g. drand-l2-0.5-100x0.1; medgrid.constructions)")
-    p.add_argument("--model-seed", type=int, default=0,
+    p.add_argument("--model-seed", type=arg("model_seed"), default=0,
                    help="which of the independent models trained on one constructed dataset (0: the first; each "
                         "has its own initial weights and batch order)")
-    p.add_argument("--epochs", type=int, default=15, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--epochs", type=arg("epochs"), default=15, help="maximum epochs")
+    p.add_argument("--batch-size", type=arg("batch_size"), default=128)
+    p.add_argument("--lr", type=arg("lr"), default=0.05)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=arg("weight_decay"), default=5e-4)
+    p.add_argument("--momentum", type=arg("momentum"), default=0.9)
     p.add_argument("--method", choices=TRAIN_METHODS, default=DEFAULT_METHOD,
                    help="adversarial training method: " + "; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items()))
     for name in dict.fromkeys(n for n, _ in METHOD_PARAMS.values()):
         p.add_argument(f"--{name}", type=float, default=None, help=PARAM_HELP.get(name))
-    p.add_argument("--attack-steps", type=int, default=None,
+    p.add_argument("--attack-steps", type=arg("attack_steps"), default=None,
                    help="PGD steps per adversarial training batch (pgd, trades; default 7); fgsm-rs takes one")
-    p.add_argument("--attack-step-size", type=float, default=None,
+    p.add_argument("--attack-step-size", type=arg("attack_step_size"), default=None,
                    help="default 2.5 * eps / attack-steps (pgd, trades), 1.25 * eps (fgsm-rs)")
-    p.add_argument("--stop-train-acc", type=float, default=None,
+    p.add_argument("--stop-train-acc", type=arg("stop_train_acc"), default=None,
                    help="stop once an epoch's training accuracy reaches this (e.g. 0.995)")
     p.add_argument("--selection", choices=SELECTIONS, default=None,
                    help="epoch to keep: best validation balanced accuracy, or the last (a fixed budget); default "
                         "best_val on the task's data, last on a constructed dataset (its val labels are hidden)")
-    p.add_argument("--eps-warmup-epochs", type=int, default=0,
+    p.add_argument("--eps-warmup-epochs", type=arg("eps_warmup_epochs"), default=0,
                    help="adversarial training: ramp eps and the PGD step size linearly (per batch) from 0 over "
                         "this many epochs; only later epochs can be selected (default 0: no warm-up)")
     add_data_options(p, data_help="the task's npz file (MedMNIST layout, e.g. data/synthetic.npz from prepare-data), "
@@ -79,7 +80,6 @@ def run(args) -> None:
 
     # the user's mistakes first, before torch loads
     train_data, setting = constructions.split(args.train_data)
-    at_least(args.model_seed, 0, "--model-seed")
     if args.model_seed and train_data == "original":
         raise UserError("--model-seed numbers the models trained on a constructed dataset (--train-data drand, "
                         "ddet, drobust); a grid cell's model is its --seed")
@@ -91,12 +91,6 @@ def run(args) -> None:
     if args.arch not in ARCHS:
         raise UserError(f"unknown arch {args.arch!r}; valid: {', '.join(ARCHS)}")
     method_param = _method_param(args)
-    for option in ("epochs", "batch_size", "attack_steps"):
-        if getattr(args, option) is not None:
-            at_least(getattr(args, option), 1, "--" + option.replace("_", "-"))
-    if args.lr <= 0:
-        raise UserError("--lr must be > 0")
-    at_least(args.eps_warmup_epochs, 0, "--eps-warmup-epochs")
     if args.eps_warmup_epochs and args.norm == "none":
         raise UserError("--eps-warmup-epochs is for adversarial training (--norm linf or l2)")
     if args.eps_warmup_epochs >= args.epochs:

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from medgrid import heap
+from medgrid import catalog, heap, names
 from medgrid.data import npz as npzfile
 from medgrid.data import placement, tasks
 from medgrid.data.tasks import TaskInfo
@@ -54,6 +54,15 @@ class Dataset:
 # ---------------------------------------------------------------------------------------------- load
 
 
+def _other_task_file(name: str, task: str) -> str | None:
+    """The task whose file name (MedMNIST's naming, any size) ``name`` is, if that is not ``task``: a file of
+    another task has the same layout and often the same image shape, so only its name tells."""
+    for other in names.TASKS:
+        if other != task and any(name == f"{catalog.file_stem(other, s)}.npz" for s in names.SIZES):
+            return other
+    return None
+
+
 def load(task: str, size: int, npz, *, device="cpu", n_classes: int | None = None, splits=SPLITS,
          data_on: str = "auto") -> Dataset:
     """Read and validate the npz file ``npz`` of a task at ``size`` px (its own file, or one in its layout such
@@ -70,6 +79,10 @@ def load(task: str, size: int, npz, *, device="cpu", n_classes: int | None = Non
     path = tasks.file_argument(npz, "--data", task, size)
     # a task's own file (MedMNIST's name) can be made again by prepare-data; a constructed set by its own rule
     own = path.name == tasks.npz_path(".", task, size).name
+    other = _other_task_file(path.name, task)
+    if other is not None:
+        raise UserError(f"{path} is named as {other}'s data, not {task}'s: give the {task} file (e.g. "
+                        f"{tasks.npz_path('resources/data', task, size)})")
     if not path.is_file():
         made = f"; make it with: {tasks.fetch_command(task, size, path)}" if own else ""
         raise UserError(f"{path} not found (the --data file){made}")

@@ -50,6 +50,29 @@ MEASURED = {"monotone": "monotone_max_increase", "unbounded": "unbounded_acc", "
             "black_box": "black_box_only", "transfer": "transfer_only"}
 
 
+WHAT_FAILED = {
+    "monotone": "accuracy rose with epsilon by {v:.3f}",
+    "unbounded": "an unbounded attack left accuracy at {v:.3f}",
+    "pgd_vs_worst": "PGD alone is {v:.3f} above the worst case over every attack",
+    "black_box": "Square broke {v:.1%} of the samples that no white-box attack broke",
+    "transfer": "examples from the standard model broke {v:.1%} of the samples no white-box attack broke",
+}
+
+
+def check_messages(table) -> list[str]:
+    """One line per failed gradient-masking check of a tidy table (its sanity rows): what failed, where, and the
+    measured value, so the user sees it where they look (evaluate's end, Snakemake's log), not only in the audit."""
+    rows = table[table.eval_kind == "sanity"]
+    measured = {(r.eval_norm, r.eval_eps, r.metric): r.value for r in rows.itertuples()}
+    out = []
+    for r in rows[rows.metric.isin(list(MEASURED)) & (rows.value < 0.5)].itertuples():
+        where = "" if r.eval_norm == "none" else f" at {r.eval_norm} eps {r.eval_eps:.4g}"
+        value = measured.get((r.eval_norm, r.eval_eps, MEASURED[r.metric]), float("nan"))
+        out.append(f"gradient-masking check {r.metric} failed{where}: {WHAT_FAILED[r.metric].format(v=value)} "
+                   f"({r.n} samples); robust accuracy may be overstated (docs/evaluation.md)")
+    return out
+
+
 @dataclass
 class SanitySettings:
     samples: int = 200            # images for the checks (a seeded random subset of the strong evaluation's)

@@ -5,11 +5,11 @@ in MedMNIST's layout (train split = the new images and labels, val and test copi
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 import contextlib
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from medgrid import seeding
 from medgrid.data import loading, npz

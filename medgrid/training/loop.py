@@ -152,14 +152,22 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
                                     generator=attack_gen)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
                 loss, logits = method.loss(model, x, x_adv, y)
+            value = loss.item()
+            if not math.isfinite(value):  # diverged (e.g. --lr too large): stop before a NaN model is kept
+                raise UserError(f"training diverged: the loss is {value} at epoch {epoch + 1}, batch "
+                                f"{it % steps_per_epoch + 1} (lr {hp.lr:g}, weight decay {hp.weight_decay:g}); "
+                                "no checkpoint written: lower --lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             it += 1
             seen += y.numel()
             correct += (logits.argmax(1) == y).sum().item()
-            loss_sum += loss.item() * y.numel()
+            loss_sum += value * y.numel()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # the epoch's last step diverged
+            raise UserError(f"training diverged: non-finite weights after epoch {epoch + 1} (lr {hp.lr:g}); no "
+                            "checkpoint written: lower --lr")
         logits, labels = predict(model, ds.val, autocast=on_cuda)
         val_bacc = metrics.balanced_accuracy(labels, logits.argmax(1))
         train_acc = correct / seen

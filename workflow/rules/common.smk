@@ -214,7 +214,10 @@ def prepare_options(wildcards, input):
     """Seed of the synthetic tasks; copy instead of download when a source file is given."""
     task = DATASETS[wildcards.dataset]["task"]
     if task in names.SYNTHETIC_TASKS:
-        return f"--data-seed {config['data_seed']}"
+        sizes = config.get("synthetic") or {}
+        return f"--data-seed {config['data_seed']} " + _flags(
+            {k: sizes.get(k) for k in ("n_train", "n_val", "n_test")}
+        )
     if "source" in input.keys():
         return f"--source {input.source}"
     return ""
@@ -422,6 +425,9 @@ DATA_FACTOR = 1.5
 def data_mib(task, size, splits):
     """MiB of uint8 images of `splits` (names, repeats count again) of a task at a size."""
     n = catalog.split_images(task)
+    if task in names.SYNTHETIC_TASKS:  # config synthetic.n_train / n_val / n_test, where set
+        sizes = config.get("synthetic") or {}
+        n.update({s: sizes[f"n_{s}"] for s in n if sizes.get(f"n_{s}")})
     return sum(n[s] for s in splits) * int(size) ** 2 * catalog.channels(task) / 2**20
 
 
