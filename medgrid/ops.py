@@ -118,7 +118,6 @@ def plan(device_type: str) -> tuple[str, str]:
     return ("error" if device_type == "cuda" else "reference"), missing_kernel(device_type)
 
 
-@torch.compiler.assume_constant_result
 def _use_fused(device_type: str) -> bool:
     # Evaluated once per trace under torch.compile (reads the environment, may warn or raise).
     global _warned
@@ -130,6 +129,12 @@ def _use_fused(device_type: str) -> bool:
         warnings.warn(f"medgrid.ops.pgd_step: using the pure-PyTorch reference because {why}",
                       RuntimeWarning, stacklevel=3)
     return choice == "fused"
+
+
+# torch.compile: one constant per trace, as @torch.compiler.assume_constant_result marks it; that decorator
+# imports torch._dynamo (about 1 s in every medgrid process, a job's start-up), the attribute is all it sets
+# (torch/_dynamo/decorators.py; tests/test_ops.py checks it still is)
+_use_fused._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _check_args(x_adv: Tensor, grad: Tensor, x: Tensor, norm: str, eps: float, alpha: float) -> None:

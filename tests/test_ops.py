@@ -321,6 +321,25 @@ def test_torch_compile_fullgraph():
     assert any(n.target is torch.ops.medgrid.pgd_step.default for n in graphs[0].graph.nodes)
 
 
+def test_the_constant_mark_is_what_dynamo_sets_and_importing_ops_skips_dynamo():
+    """medgrid.ops marks _use_fused constant for torch.compile by the attribute torch's decorator sets, without
+    importing torch._dynamo (a second in every job's start-up)."""
+    import subprocess
+    import sys
+
+    code = "import sys, medgrid.ops; print('DYNAMO', 'torch._dynamo' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "DYNAMO False" in proc.stdout, proc.stdout + proc.stderr
+
+    def probe(device_type):
+        return True
+
+    marked = torch.compiler.assume_constant_result(probe)
+    marks = {k: v for k, v in vars(marked).items()}
+    assert marks == {"_dynamo_marked_constant": True}
+    assert ops._use_fused._dynamo_marked_constant is True
+
+
 # ---------------------------------------------------------------- errors
 
 
