@@ -114,7 +114,8 @@ def rule_envs(tmp_path, configfile: str, *set_resources: str, env=None) -> tuple
     return envs, re.search(r"^OVERRIDE (.*)$", proc.stdout, flags=re.MULTILINE)[1], proc.stderr
 
 
-MODEL_RULES = {"train", "evaluate", "features_nonrobust", "features_robust", "train_features", "evaluate_features"}
+MODEL_RULES = {"train", "evaluate", "features_nonrobust", "features_robust", "train_features", "evaluate_features",
+               "train_features_model", "evaluate_features_model"}
 
 
 @pytest.mark.slow
