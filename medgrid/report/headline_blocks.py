@@ -139,6 +139,9 @@ def blocks(frame: pd.DataFrame, *, eps: dict[str, float], pgd_steps: int | None 
 
 
 def _count(lo: int, hi: int, what: str) -> str:
+    """'3 models', '2-3 models', '1 grid seed' (``what`` in the plural)."""
+    if lo == hi == 1:
+        return f"1 {what.removesuffix('s')}"
     return f"{lo} {what}" if lo == hi else f"{lo}-{hi} {what}"
 
 

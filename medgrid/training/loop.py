@@ -111,9 +111,9 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
     on_cuda = torch.device(device).type == "cuda"
     model = models.build(arch, ds.info.n_channels, ds.info.n_classes, ds.size)
     model.normalize.fit(ds.train.images)  # in chunks where it is held; small splits exactly as always
-    model = model.to(device)
-    if on_cuda:
-        model = model.to(memory_format=torch.channels_last)
+    # channels-last (NHWC) on every device: on CPU the convolutions and max pooling run their NHWC kernels, an
+    # epoch 1.35-1.6x faster at 28-128 px (README, "Speed"); the checkpoint is saved in the default layout
+    model = model.to(device).to(memory_format=torch.channels_last)
     opt = _optimizer(model, hp)
     # on the compute device, wherever the images are held: the same batches and starts either way
     gen = torch.Generator(device=ds.train.device).manual_seed(seeds["order"])
@@ -144,8 +144,7 @@ def train(ds: loading.Dataset, *, arch: str, norm: str, eps: float, seed: int, h
         for x, y in bar:
             for group in opt.param_groups:
                 group["lr"] = hp.lr * _lr_factor(hp, it / total)
-            if on_cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             if adversarial:
                 factor = warmup_factor(warmup, it, steps_per_epoch)
             x_adv = method.examples(model, x, y, eps=eps * factor, alpha=method.alpha(eps) * factor,
