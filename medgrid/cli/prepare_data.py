@@ -24,7 +24,6 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     from medgrid.cli.base import check_writable
     from medgrid.data import prepare
-
     from medgrid.errors import UserError
     from medgrid.names import SYNTHETIC_TASKS
 

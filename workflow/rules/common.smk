@@ -18,7 +18,6 @@ import sys
 import yaml
 
 sys.path.insert(0, workflow.basedir)  # this repository's medgrid, installed or not
-import yaml
 from medgrid import build_config, catalog, constructions, epsilon, names, train_method
 from medgrid.config import unknown_keys, warmup_errors
 from medgrid.errors import UserError
@@ -425,7 +424,8 @@ DATA_FACTOR = 1.5
 def data_mib(task, size, splits):
     """MiB of uint8 images of `splits` (names, repeats count again) of a task at a size."""
     n = catalog.split_images(task)
-    if task in names.SYNTHETIC_TASKS:  # config synthetic.n_train / n_val / n_test, where set
+    # config synthetic.n_train / n_val / n_test, where set
+    if task in names.SYNTHETIC_TASKS:
         sizes = config.get("synthetic") or {}
         n.update({s: sizes[f"n_{s}"] for s in n if sizes.get(f"n_{s}")})
     return sum(n[s] for s in splits) * int(size) ** 2 * catalog.channels(task) / 2**20
