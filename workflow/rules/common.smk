@@ -214,9 +214,8 @@ def prepare_options(wildcards, input):
     task = DATASETS[wildcards.dataset]["task"]
     if task in names.SYNTHETIC_TASKS:
         sizes = config.get("synthetic") or {}
-        return f"--data-seed {config['data_seed']} " + _flags(
-            {k: sizes.get(k) for k in ("n_train", "n_val", "n_test")}
-        )
+        split_flags = _flags({k: sizes.get(k) for k in ("n_train", "n_val", "n_test")})
+        return f"--data-seed {config['data_seed']} {split_flags}".rstrip()
     if "source" in input.keys():
         return f"--source {input.source}"
     return ""
