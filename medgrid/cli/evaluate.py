@@ -36,21 +36,26 @@ def add_arguments(p) -> None:
     g.add_argument("--strong-schedule", choices=STRONG_SCHEDULES, default="adaptive",
                    help="adaptive: per-sample early stop (about a quarter of the cost); full: every iteration "
                         "and query of every attack on every sample it attacks (AutoAttack's)")
-    g.add_argument("--strong-square-queries", type=arg("strong_square_queries"), default=5000, help="query budget of the Square attack stage")
+    g.add_argument("--strong-square-queries", type=arg("strong_square_queries"), default=5000,
+                   help="query budget of the Square attack stage")
     g.add_argument("--strong-norm", action="append", help="restrict it to these epsilons of the PGD grid: linf or "
                                                           "l2, each followed by --strong-eps")
     g.add_argument("--strong-eps", action="append", help="comma-separated epsilons (default: every PGD epsilon)")
-    g.add_argument("--strong-iterations", type=arg("strong_iterations"), default=100, help="APGD iterations per run")
+    g.add_argument("--strong-iterations", type=arg("strong_iterations"), default=100,
+                   help="APGD iterations per run")
     g.add_argument("--strong-samples", type=arg("strong_samples"), default=None,
                    help="attack a seeded random subset of this many test images (default: all)")
-    g.add_argument("--apgd-targets", type=arg("apgd_targets"), default=9, help="APGD-T target classes (at most n_classes - 1)")
+    g.add_argument("--apgd-targets", type=arg("apgd_targets"), default=9,
+                   help="APGD-T target classes (at most n_classes - 1)")
     g = p.add_argument_group("gradient-masking checks (rows sanity, square, transfer; need --strong)")
     g.add_argument("--sanity", action="store_true", help="run them")
     g.add_argument("--sanity-samples", type=arg("sanity_samples"), default=200, help="test images of the checks")
-    g.add_argument("--sanity-tolerance", type=arg("sanity_tolerance"), default=0.02, help="accuracy a check may miss by")
+    g.add_argument("--sanity-tolerance", type=arg("sanity_tolerance"), default=0.02,
+                   help="accuracy a check may miss by")
     g.add_argument("--square-queries", type=arg("square_queries"), default=1000,
                    help="query budget of the black-box check's Square attack (when the ensemble has no Square stage)")
-    g.add_argument("--square-samples", type=arg("square_samples"), default=100, help="test images the black-box check's Square attacks")
+    g.add_argument("--square-samples", type=arg("square_samples"), default=100,
+                   help="test images the black-box check's Square attacks")
     g.add_argument("--transfer-from", type=Path, default=None,
                    help="standard checkpoint of the same task whose PGD examples the transfer check uses")
     add_data_options(p, data_help="the npz file of the model's task (its test split is evaluated, whatever data "

@@ -63,7 +63,8 @@ def add_arguments(p) -> None:
     q.add_argument("--checkpoint", type=Path, required=True,
                    help="the standard model the dataset was made from (only its settings are read)")
     q.add_argument("--data", type=Path, required=True, metavar="FILE", help="the synthetic task's npz file")
-    q.add_argument("--data-seed", type=arg("data_seed"), required=True, help="the seed the synthetic task was generated with")
+    q.add_argument("--data-seed", type=arg("data_seed"), required=True,
+                   help="the seed the synthetic task was generated with")
     q.add_argument("--out", type=Path, required=True, help="tidy table (.parquet)")
     q.set_defaults(run=run_alignment)
 
