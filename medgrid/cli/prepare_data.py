@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medgrid.catalog import SYNTHETIC_DEFAULTS
+from medgrid.names import SPLITS
 from medgrid.ranges import arg
 
 
@@ -16,7 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--source", type=Path, default=None, metavar="FILE",
                    help="an already-downloaded MedMNIST file to copy (only read, never written)")
     p.add_argument("--no-download", action="store_true", help="fail with the fetch command instead of downloading")
-    for split, default in (("train", 4000), ("val", 500), ("test", 1000)):
+    for split in SPLITS:
+        default = SYNTHETIC_DEFAULTS[f"n_{split}"]
         p.add_argument(f"--n-{split}", type=arg(f"n_{split}"), default=None,
                        help=f"synthetic tasks: images in the {split} split (default {default})")
 

@@ -209,12 +209,18 @@ def source_npz(wildcards):
     return {}
 
 
+def synthetic_splits():
+    """{split: images} the config sets for the synthetic tasks (synthetic.n_train / n_val / n_test; unset ones
+    are left out: the generator's defaults)."""
+    sizes = config.get("synthetic") or {}
+    return {s: sizes[f"n_{s}"] for s in names.SPLITS if sizes.get(f"n_{s}")}
+
+
 def prepare_options(wildcards, input):
     """Seed of the synthetic tasks; copy instead of download when a source file is given."""
     task = DATASETS[wildcards.dataset]["task"]
     if task in names.SYNTHETIC_TASKS:
-        sizes = config.get("synthetic") or {}
-        split_flags = _flags({k: sizes.get(k) for k in ("n_train", "n_val", "n_test")})
+        split_flags = _flags({f"n_{s}": n for s, n in synthetic_splits().items()})
         return f"--data-seed {config['data_seed']} {split_flags}".rstrip()
     if "source" in input.keys():
         return f"--source {input.source}"
@@ -423,10 +429,8 @@ DATA_FACTOR = 1.5
 def data_mib(task, size, splits):
     """MiB of uint8 images of `splits` (names, repeats count again) of a task at a size."""
     n = catalog.split_images(task)
-    # config synthetic.n_train / n_val / n_test, where set
     if task in names.SYNTHETIC_TASKS:
-        sizes = config.get("synthetic") or {}
-        n.update({s: sizes[f"n_{s}"] for s in n if sizes.get(f"n_{s}")})
+        n.update(synthetic_splits())
     return sum(n[s] for s in splits) * int(size) ** 2 * catalog.channels(task) / 2**20
 
 
