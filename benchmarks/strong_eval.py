@@ -11,6 +11,8 @@ strong evaluation's epsilons are not used: full strength), PGD (``evaluate.attac
 ensemble of the config's ``evaluate.strong`` (attacks: the default for the task's classes unless set;
 iterations; square_queries; apgd_targets) with each schedule, in one process, the schedules alternating.
 ``--noise-floor`` adds the full schedule with another seed: how much two equally strong runs disagree.
+``--cache DIR`` keeps the full schedule's outcome (per sample, per epsilon) and costs per model and setting, so
+a change to the adaptive schedule is measured against it without rerunning it (its wall time is the stored one).
 
 Printed per model and schedule: grad_evals (APGD forward+backward passes), queries (Square forward passes),
 wall time (one run each, threads fixed; a loaded machine's wall time is no clean measurement, the counts
@@ -24,6 +26,9 @@ benchmarks/out/strong_eval.json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import hashlib
 import json
 import platform
 import subprocess
@@ -65,6 +70,33 @@ def run_schedule(model, x, y, pgd, run, budget, seed, batch_size):
     return out, time.perf_counter() - start
 
 
+class Stored:
+    """The full schedule's result at one epsilon as ``--cache`` keeps it: what :func:`summarise` reads."""
+
+    def __init__(self, eps: float, stages: list, cost: dict, broken: torch.Tensor):
+        self.eps, self.stages, self.cost, self._broken = eps, stages, cost, broken
+
+    def correct(self) -> torch.Tensor:
+        return ~self._broken
+
+
+def cached_full(cache: Path | None, key: dict, compute):
+    """``compute()`` (the full schedule: {norm: [results]}, wall), or what ``cache`` holds for ``key``."""
+    if cache is None:
+        return compute()
+    path = cache / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20] + ".pt")
+    if path.exists():
+        stored = torch.load(path)
+        return {n: [Stored(r["eps"], [stages.Stage(**st_) for st_ in r["stages"]], r["cost"], r["broken"])
+                    for r in rs] for n, rs in stored["found"].items()}, stored["wall"]
+    found, wall = compute()
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "wall": wall, "found": {n: [{"eps": r.eps, "stages": [dataclasses.asdict(st_) for st_ in r.stages], "cost": r.cost,
+                                                          "broken": ~r.correct()} for r in rs]
+                                                     for n, rs in found.items()}}, path)
+    return found, wall
+
+
 def summarise(found, full) -> dict:
     """Costs, worst-case accuracy per epsilon and disagreements with ``full`` (the full schedule's results)."""
     cost = {"grad_evals": 0, "queries": 0}
@@ -91,6 +123,7 @@ def main() -> None:
     ap.add_argument("--square-queries", type=int, default=None, help="Square stage budget (default: evaluate.strong."
                                                                      "square_queries)")
     ap.add_argument("--noise-floor", action="store_true", help="also the full schedule with another seed")
+    ap.add_argument("--cache", type=Path, default=None, help="keep / reuse the full schedule's results here")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's evaluate jobs use 1)")
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "out" / "strong_eval.json")
@@ -120,8 +153,13 @@ def main() -> None:
         queries = args.square_queries or st.get("square_queries", 5000)
         budgets = {name: ensemble.Budget(st.get("iterations", 100), queries, name) for name in ("full", "adaptive")}
         found, wall = {}, {}
-        for name in ("full", "adaptive"):
-            found[name], wall[name] = run_schedule(model, x, y, pgd, run, budgets[name], seed, args.batch_size)
+        key = {"checkpoint": hashlib.sha256(path.read_bytes()).hexdigest(), "index": index.tolist(),
+               "grid": grid, "stages": [st_.kind for st_ in run], "iterations": budgets["full"].iterations,
+               "queries": queries, "seed": seed, "pgd_steps": ev["attack_steps"]}
+        found["full"], wall["full"] = cached_full(args.cache, key, functools.partial(
+            run_schedule, model, x, y, pgd, run, budgets["full"], seed, args.batch_size))
+        found["adaptive"], wall["adaptive"] = run_schedule(model, x, y, pgd, run, budgets["adaptive"], seed,
+                                                           args.batch_size)
         if args.noise_floor:
             found["full, seed+1"], wall["full, seed+1"] = run_schedule(model, x, y, pgd, run, budgets["full"], seed + 1,
                                                                        args.batch_size)

@@ -164,6 +164,42 @@ def test_stop_rule_gives_up_only_on_samples_that_cannot_get_there():
     assert torch.equal(rule.stop(lambda k: 1000 * margins[k], 20, 100), stop)
 
 
+def test_promising_samples_are_those_still_closing_in_over_the_second_half():
+    rule = StopRule(pace=0.25, recent_pace=0.25)
+    # best margins after 0..24 iterations (rows), four samples: closing in steadily; most progress early, then
+    # stalled; far away and slow; close but stuck
+    t = torch.arange(25, dtype=torch.float32)[:, None]
+    margins = torch.cat([-5 + 0.2 * t, torch.where(t < 12, -5 + 0.4 * t, torch.full_like(t, -0.3)),
+                         -8 + 0.01 * t, torch.full_like(t, -0.05)], dim=1)
+    # recent pace 0.2, 0, 0.01, 0 per iteration; 76 iterations left at a quarter of it: 3.8, 0, 0.19, 0
+    assert rule.promising(margins, 100).tolist() == [True, False, False, False]
+    assert torch.equal(rule.promising(1000 * margins, 100), rule.promising(margins, 100))  # scale-free
+    assert not rule.promising(margins, 24).any()  # nothing left to extend to
+
+
+def test_the_extension_reruns_the_promising_samples_at_the_configured_budget():
+    """A schedule's run at its short budget; the samples it left unbroken that are still closing in (given
+    up at a check or at its end) run again at the configured budget, once; broken and hopeless ones do not."""
+    schedule = ensemble.SCHEDULES["adaptive"]
+    outcome = Outcome(torch.zeros(6, dtype=torch.long), torch.zeros(6, dtype=torch.long))
+    calls = []
+
+    def run(idx, budget, on_leave):
+        calls.append((idx.tolist(), budget))
+        if on_leave is not None:
+            steps = torch.arange(25, dtype=torch.float32)[:, None]
+            on_leave(torch.tensor([0, 1, 2]), torch.cat([-5 + 0.2 * steps, -8 + 0.01 * steps,
+                                                         -5 + 0.2 * steps], dim=1))  # reached its end
+            on_leave(torch.tensor([3]), -3 + 0.1 * steps[:11])  # given up after 10 iterations, closing in
+            outcome.broken[2] = True  # sample 2 broken at the last iterate
+        return 7
+
+    assert ensemble._extended(run, outcome, 100, schedule) == 14
+    assert calls == [([0, 1, 2, 3, 4, 5], 24), ([0, 3], 100)]
+    calls.clear()
+    assert ensemble._extended(run, outcome, 100, ensemble.SCHEDULES["full"]) == 7 and calls == [([0, 1, 3, 4, 5], 100)]
+
+
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
 def test_a_stopped_run_follows_the_unstopped_one_and_costs_less(norm, eps):
     """Same budget, same starts and steps: a sample the run with the stop rule breaks, the run without it

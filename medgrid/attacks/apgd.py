@@ -87,11 +87,14 @@ def _step(x_adv, grad, x0, eta, norm, eps):
 
 def run_apgd(model, x: torch.Tensor, idx: torch.Tensor, outcome: Outcome, *, norm: str, eps: float,
              iterations: int, loss: str = "ce", target: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, stop=None) -> int:
+             generator: torch.Generator | None = None, stop=None, on_leave=None) -> int:
     """One APGD run on the samples ``idx`` of the batch ``x`` (labels: ``outcome.labels``); every iterate is
     recorded in ``outcome``. ``target`` (per sample of the batch) for ``loss="dlr-targeted"``; ``stop``: an
-    early-stop rule (:class:`medgrid.attacks.adaptive.StopRule`) or None (every iteration). Returns the
-    forward+backward passes spent."""
+    early-stop rule (:class:`medgrid.attacks.adaptive.StopRule`) or None (every iteration); with a rule,
+    ``on_leave(idx, margins)`` is called for the samples the run gives up and for those attacked to its end
+    (broken there or not), with their best logit margin after each iteration until they left (row 0: the
+    start; the adaptive schedule's extension). Returns the forward+backward passes
+    spent."""
     check_norm(norm)
     if loss not in LOSSES:
         raise ValueError(f"unknown APGD loss {loss!r}; valid: {', '.join(LOSSES)}")
@@ -99,10 +102,10 @@ def run_apgd(model, x: torch.Tensor, idx: torch.Tensor, outcome: Outcome, *, nor
         return 0
     with eval_mode(model), torch.enable_grad():
         return _run(model, x, idx, outcome, norm=norm, eps=eps, iterations=iterations, loss=loss,
-                    target=target, generator=generator, stop=stop)
+                    target=target, generator=generator, stop=stop, on_leave=on_leave)
 
 
-def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generator, stop) -> int:
+def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generator, stop, on_leave) -> int:
     x0, y0 = x[idx], outcome.labels[idx]
     t0 = target[idx] if target is not None else None
     x_adv = surface_start(x, norm, eps, generator)[idx]  # drawn for the whole batch: see the module doc
@@ -129,7 +132,10 @@ def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generat
     for i in range(iterations):
         idx, state = _keep(idx, state, ~outcome.broken[idx])
         if i in checks:  # i iterations done: stop the samples the rule gives up on
-            idx, state = _keep(idx, state, ~stop.stop(state["margins"].__getitem__, i, iterations))
+            give_up = stop.stop(state["margins"].__getitem__, i, iterations)
+            if on_leave is not None and give_up.any():
+                on_leave(idx[give_up], state["margins"][:i + 1, give_up])
+            idx, state = _keep(idx, state, ~give_up)
         if idx.numel() == 0:
             break
         s = state
@@ -152,6 +158,8 @@ def _run(model, x, idx, outcome, *, norm, eps, iterations, loss, target, generat
         if since_check == distance:
             _checkpoint(s, i, distance)
             since_check, distance = 0, max(distance - decrease, minimum)
+    if on_leave is not None and stop is not None and idx.numel():
+        on_leave(idx, state["margins"])
     return evals
 
 

@@ -10,7 +10,8 @@ the samples PGD or any stage up to it broke; the last white-box stage's is the w
 
 Schedules (:mod:`medgrid.attacks.adaptive`): ``full`` runs every stage's whole budget on every sample it
 attacks (AutoAttack's); ``adaptive`` runs the same stages from the same starts at a quarter of each run's
-budget, with a per-sample early stop.
+budget, with a per-sample early stop, and runs the samples still closing in on the boundary again at the full
+budget (the extension).
 Costs are counted per stage: forward+backward passes (``grad_evals``) of the gradient stages, forward
 passes (``queries``) of Square.
 """
@@ -124,19 +125,40 @@ def ensemble_predictions(model, x: torch.Tensor, y: torch.Tensor, pgd: list[Robu
 def _run_stage(model, xb, outcome: Outcome, stage: Stage, ranked, norm: str, eps: float, budget: Budget,
                schedule: Schedule, seed: int, key: tuple[int, int]) -> int:
     """One stage on the unbroken samples of a batch at one epsilon; its cost."""
-    stop = schedule.stop
     if stage.optimiser == "square":
-        gen = seeding.torch_generator(seed, seeding.STREAM_SQUARE, *key, device=xb.device)
-        return run_square(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps,
-                          queries=schedule.budget(budget.queries), generator=gen, stop=stop)
-    iterations = schedule.budget(budget.iterations)
+        def square(idx, queries, on_leave):
+            gen = seeding.torch_generator(seed, seeding.STREAM_SQUARE, *key, device=xb.device)
+            return run_square(model, xb, idx, outcome, norm=norm, eps=eps, queries=queries, generator=gen,
+                              stop=schedule.stop, on_leave=on_leave)
+        return _extended(square, outcome, budget.queries, schedule)
     if not stage.targets:
-        gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, 0, device=xb.device)
-        return run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=iterations,
-                        loss="ce", generator=gen, stop=stop)
+        def apgd(idx, iterations, on_leave):
+            gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, 0, device=xb.device)
+            return run_apgd(model, xb, idx, outcome, norm=norm, eps=eps, iterations=iterations, loss="ce",
+                            generator=gen, stop=schedule.stop, on_leave=on_leave)
+        return _extended(apgd, outcome, budget.iterations, schedule)
     spent = 0
     for rank in range(1, stage.targets + 1):
-        gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, rank, device=xb.device)
-        spent += run_apgd(model, xb, outcome.unbroken(), outcome, norm=norm, eps=eps, iterations=iterations,
-                          loss="dlr-targeted", target=ranked[:, rank], generator=gen, stop=stop)
+        def apgd_t(idx, iterations, on_leave, rank=rank):
+            gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, rank, device=xb.device)
+            return run_apgd(model, xb, idx, outcome, norm=norm, eps=eps, iterations=iterations,
+                            loss="dlr-targeted", target=ranked[:, rank], generator=gen, stop=schedule.stop,
+                            on_leave=on_leave)
+        spent += _extended(apgd_t, outcome, budget.iterations, schedule)
+    return spent
+
+
+def _extended(run, outcome: Outcome, configured: int, schedule: Schedule) -> int:
+    """``run(idx, budget, on_leave)`` on the unbroken samples at the schedule's budget; with ``schedule.extend``,
+    the samples it left unbroken (given up or at its end) that the stop rule would still have run on in a run
+    of the configured budget run again at that budget, from the same start: the full schedule's run for them,
+    under the stop rule. Its cost."""
+    short = schedule.budget(configured)
+    if not schedule.extend or short >= configured:
+        return run(outcome.unbroken(), short, None)
+    left = []
+    spent = run(outcome.unbroken(), short, lambda *leaving: left.append(leaving))
+    again = [idx[~outcome.broken[idx] & schedule.stop.promising(margins, configured)] for idx, margins in left]
+    if again and sum(a.numel() for a in again):
+        spent += run(torch.cat(again).sort().values, configured, None)
     return spent

@@ -50,17 +50,18 @@ def _randint(high: int, generator, device) -> int:
 
 
 def run_square(model, x: torch.Tensor, idx: torch.Tensor, outcome: Outcome, *, norm: str, eps: float,
-               queries: int, generator: torch.Generator | None = None, stop=None) -> int:
+               queries: int, generator: torch.Generator | None = None, stop=None, on_leave=None) -> int:
     """One Square run of at most ``queries`` iterations on the samples ``idx`` of the batch ``x`` (labels:
-    ``outcome.labels``); every query is recorded in ``outcome``. Returns the queries (forward passes) spent."""
+    ``outcome.labels``); every query is recorded in ``outcome``; ``stop`` and ``on_leave`` as
+    :func:`medgrid.attacks.apgd.run_apgd`'s. Returns the queries (forward passes) spent."""
     check_norm(norm)
     if idx.numel() == 0 or eps == 0:
         return 0
     with eval_mode(model), torch.no_grad():
-        return _run(model, x, idx, outcome, norm, eps, queries, generator, stop)
+        return _run(model, x, idx, outcome, norm, eps, queries, generator, stop, on_leave)
 
 
-def _run(model, x, idx, outcome, norm, eps, budget, generator, stop) -> int:
+def _run(model, x, idx, outcome, norm, eps, budget, generator, stop, on_leave) -> int:
     device, (n, c, h, w) = x.device, x.shape
     if norm == "linf":
         start = x + eps * _signs((n, c, 1, w), generator, device)
@@ -78,7 +79,10 @@ def _run(model, x, idx, outcome, norm, eps, budget, generator, stop) -> int:
     for i in range(budget):
         keep = ~outcome.broken[idx]
         if i in checks:
-            keep &= ~stop.stop(lambda k, rows=idx: history[k, rows], i, budget)
+            give_up = stop.stop(lambda k, rows=idx: history[k, rows], i, budget) & keep
+            if on_leave is not None and give_up.any():
+                on_leave(idx[give_up], history[:i + 1, idx[give_up]])
+            keep &= ~give_up
         if not keep.all():
             idx, x0, y0, best, loss = idx[keep], x0[keep], y0[keep], best[keep], loss[keep]
         if idx.numel() == 0:
@@ -101,6 +105,8 @@ def _run(model, x, idx, outcome, norm, eps, budget, generator, stop) -> int:
         best[better] = candidate[better]
         if stop is not None:
             history[i + 1, idx] = torch.maximum(history[i, idx], -new)
+    if on_leave is not None and stop is not None and idx.numel():
+        on_leave(idx, history[:, idx])
     return spent
 
 
