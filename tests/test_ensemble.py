@@ -224,7 +224,7 @@ def test_a_stopped_run_follows_the_unstopped_one_and_costs_less(norm, eps):
         assert (stopped <= full).all() and cheap < dear and full.any(), attack
 
 
-def test_the_adaptive_schedule_spends_at_most_a_quarter_per_sample():
+def test_the_adaptive_schedule_spends_a_quarter_per_run_and_on_samples_that_do_not_move():
     adaptive, full = ensemble.SCHEDULES["adaptive"], ensemble.SCHEDULES["full"]
     assert full.budget(100) == 100 and full.stop is None
     for configured in (100, 5000, 10, 7):

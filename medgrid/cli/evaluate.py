@@ -34,7 +34,8 @@ def add_arguments(p) -> None:
                    help=f"comma-separated attacks from {', '.join(STRONG_ATTACKS)} (default: apgd-ce,apgd-t with "
                         "four or more classes, apgd-ce,apgd-t,square with three, apgd-ce,square with two)")
     g.add_argument("--strong-schedule", choices=STRONG_SCHEDULES, default="adaptive",
-                   help="adaptive: per-sample early stop (about a quarter of the cost); full: every iteration "
+                   help="adaptive: a quarter of each budget, a per-sample early stop, the samples still closing in "
+                        "run again at the full budget (a quarter of the cost or less); full: every iteration "
                         "and query of every attack on every sample it attacks (AutoAttack's)")
     g.add_argument("--strong-square-queries", type=arg("strong_square_queries"), default=5000,
                    help="query budget of the Square attack stage")
