@@ -12,7 +12,9 @@ DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
 def test_shipped_configs_have_no_unknown_key():
-    for name in ("config.yaml", "demo.yaml", "local-data.yaml"):
+    names = sorted(p.name for p in (REPO / "config").glob("*.yaml"))
+    assert {"config.yaml", "demo.yaml", "local-data.yaml", "features-sweep.yaml"} <= set(names)
+    for name in names:
         assert unknown_keys(yaml.safe_load((REPO / "config" / name).read_text()), SCHEMA) == [], name
 
 
