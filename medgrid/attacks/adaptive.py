@@ -79,10 +79,10 @@ class StopRule:
         return now + self.pace * (now - start) / t * (budget - t) < 0
 
     def promising(self, margins: torch.Tensor, horizon: int) -> torch.Tensor:
-        """Which samples a run left unbroken would still be worth running to ``horizon`` iterations:
-        ``margins`` holds their best margin after each iteration until they left (row 0: the start). A sample
-        is, when ``recent_pace`` times the pace it kept over the second half of its run, kept up to ``horizon``,
-        would bring it to the boundary (the extension's candidates)."""
+        """Which samples a run left unbroken are still closing in, so worth running to ``horizon`` iterations
+        (the extension's candidates): those that ``recent_pace`` times the pace they kept over the second half
+        of their run, kept up to ``horizon``, would bring to the boundary. ``margins``: their best margin after
+        each iteration until they left (row 0: the start)."""
         t = margins.shape[0] - 1
         if t >= horizon or t < 2:
             return torch.zeros(margins.shape[1:], dtype=torch.bool, device=margins.device)

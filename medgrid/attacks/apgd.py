@@ -93,8 +93,7 @@ def run_apgd(model, x: torch.Tensor, idx: torch.Tensor, outcome: Outcome, *, nor
     early-stop rule (:class:`medgrid.attacks.adaptive.StopRule`) or None (every iteration); with a rule,
     ``on_leave(idx, margins)`` is called for the samples the run gives up and for those attacked to its end
     (broken there or not), with their best logit margin after each iteration until they left (row 0: the
-    start; the adaptive schedule's extension). Returns the forward+backward passes
-    spent."""
+    start; the adaptive schedule's extension). Returns the forward+backward passes spent."""
     check_norm(norm)
     if loss not in LOSSES:
         raise ValueError(f"unknown APGD loss {loss!r}; valid: {', '.join(LOSSES)}")

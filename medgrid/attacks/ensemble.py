@@ -150,9 +150,9 @@ def _run_stage(model, xb, outcome: Outcome, stage: Stage, ranked, norm: str, eps
 
 def _extended(run, outcome: Outcome, configured: int, schedule: Schedule) -> int:
     """``run(idx, budget, on_leave)`` on the unbroken samples at the schedule's budget; with ``schedule.extend``,
-    the samples it left unbroken (given up or at its end) that the stop rule would still have run on in a run
-    of the configured budget run again at that budget, from the same start: the full schedule's run for them,
-    under the stop rule. Its cost."""
+    the samples it left unbroken (given up or at its end) that are still closing in on the boundary
+    (:meth:`StopRule.promising`) run again at the configured budget, from the same start: the full schedule's
+    run for them, under the stop rule. Its cost."""
     short = schedule.budget(configured)
     if not schedule.extend or short >= configured:
         return run(outcome.unbroken(), short, None)
