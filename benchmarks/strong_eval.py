@@ -91,9 +91,9 @@ def cached_full(cache: Path | None, key: dict, compute):
                     for r in rs] for n, rs in stored["found"].items()}, stored["wall"]
     found, wall = compute()
     cache.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "wall": wall, "found": {n: [{"eps": r.eps, "stages": [dataclasses.asdict(st_) for st_ in r.stages], "cost": r.cost,
-                                                          "broken": ~r.correct()} for r in rs]
-                                                     for n, rs in found.items()}}, path)
+    kept = {n: [{"eps": r.eps, "stages": [dataclasses.asdict(st_) for st_ in r.stages], "cost": r.cost,
+                 "broken": ~r.correct()} for r in rs] for n, rs in found.items()}
+    torch.save({"key": key, "wall": wall, "found": kept}, path)
     return found, wall
 
 

@@ -131,20 +131,14 @@ def _run_stage(model, xb, outcome: Outcome, stage: Stage, ranked, norm: str, eps
             return run_square(model, xb, idx, outcome, norm=norm, eps=eps, queries=queries, generator=gen,
                               stop=schedule.stop, on_leave=on_leave)
         return _extended(square, outcome, budget.queries, schedule)
-    if not stage.targets:
-        def apgd(idx, iterations, on_leave):
-            gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, 0, device=xb.device)
-            return run_apgd(model, xb, idx, outcome, norm=norm, eps=eps, iterations=iterations, loss="ce",
-                            generator=gen, stop=schedule.stop, on_leave=on_leave)
-        return _extended(apgd, outcome, budget.iterations, schedule)
     spent = 0
-    for rank in range(1, stage.targets + 1):
-        def apgd_t(idx, iterations, on_leave, rank=rank):
+    for rank in range(1, stage.targets + 1) if stage.targets else (0,):  # APGD-CE: one untargeted run, stream 0
+        def apgd(idx, iterations, on_leave, rank=rank):
             gen = seeding.torch_generator(seed, seeding.STREAM_APGD, *key, rank, device=xb.device)
             return run_apgd(model, xb, idx, outcome, norm=norm, eps=eps, iterations=iterations,
-                            loss="dlr-targeted", target=ranked[:, rank], generator=gen, stop=schedule.stop,
-                            on_leave=on_leave)
-        spent += _extended(apgd_t, outcome, budget.iterations, schedule)
+                            loss="dlr-targeted" if rank else "ce", target=ranked[:, rank] if rank else None,
+                            generator=gen, stop=schedule.stop, on_leave=on_leave)
+        spent += _extended(apgd, outcome, budget.iterations, schedule)
     return spent
 
 
