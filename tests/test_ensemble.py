@@ -266,7 +266,9 @@ def test_a_model_with_scaled_logits_is_broken_as_its_twin(trained, factor):
     """Logits x100 / x1000: float32 cross-entropy's input gradient underflows (to exactly zero on most samples),
     so a CE attack would not move; PGD and APGD-CE on the margin form break it as they break the twin."""
     ds, robust, _, standard = trained
-    for model, eps in ((robust, 4 / 255), (standard, 3 / 255)):
+    # the robust model at twice its training radius, so that PGD has something to break on any CPU (at 4/255 it
+    # left the model 4.5 points under clean on one machine, under the 5 this test needs)
+    for model, eps in ((robust, 8 / 255), (standard, 3 / 255)):
         x, y = loading.as_float(ds.test.images[:200]), ds.test.labels[:200]
         scaled = Scaled(model, factor).eval()
         xg = x.clone().requires_grad_(True)
@@ -276,7 +278,7 @@ def test_a_model_with_scaled_logits_is_broken_as_its_twin(trained, factor):
         # CE is saturated here: its input gradient has underflowed to (nearly) nothing
         assert (g.flatten(1).abs().amax(1)[right] < 1e-12).float().mean() > 0.9
         assert loss_and_grad(scaled, x, y)[1].flatten(1).abs().amax(1)[right].min() > 0  # the margin form is not
-        for norm, e in (("linf", eps), ("l2", 0.5 if model is robust else 0.3)):
+        for norm, e in (("linf", eps), ("l2", 1.0 if model is robust else 0.3)):
             acc = {}
             for name, m in (("twin", model), ("scaled", scaled)):
                 (p,) = sweep.robust_predictions(m, x, y, norm=norm, eps_list=[e], steps=10, seed=0)
